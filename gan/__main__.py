@@ -1,0 +1,5 @@
+import sys
+
+from gan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,450 @@
+"""The run folder: create, read status, lock, list, launch a detached trainer, stop it.
+
+A run folder is the only channel between a trainer process and its readers
+(the pages, the CLI, other tabs), so every reader here copes with a trainer
+that is writing, has crashed, or was killed mid-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import fcntl
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gan import __version__
+from gan.config import TrainConfig
+from gan.errors import InputError, RunLockedError
+
+RUNS_DIR_ENV = "GAN_RUNS_DIR"
+DEFAULT_RUNS_DIR = "runs"
+
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.csv"
+EPOCHS_FILE = "epochs.csv"
+LOG_FILE = "train.log"
+LOCK_FILE = "train.lock"
+LAUNCH_LOCK_FILE = "launch.lock"
+GENERATOR_FILE = "generator.keras"
+SAMPLES_DIR = "samples"
+CHECKPOINTS_DIR = "checkpoints"
+
+METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "wall_time")
+EPOCHS_COLUMNS = (
+    "epoch",
+    "step",
+    "seconds",
+    "images_per_second",
+    "d_loss",
+    "g_loss",
+    "d_real",
+    "d_fake",
+    "wall_time",
+)
+
+# States written by the trainer (and "starting" by the launcher); "crashed" is
+# derived by readers from a live state whose trainer is gone.
+LIVE_STATES = ("starting", "running", "stopping")
+RESUMABLE_STATES = ("stopped", "crashed", "failed")
+
+# A trainer writes its heartbeat every few seconds; one this old means the
+# trainer hangs or its machine is gone.
+STALE_HEARTBEAT_SECONDS = 300.0
+# How long a launched process may take to import TensorFlow and take the lock.
+STARTING_GRACE_SECONDS = 120.0
+
+
+class RunError(InputError):
+    """A run folder that does not exist, is not a run, or is in the wrong state."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A row of the runs table."""
+
+    name: str
+    path: Path
+    state: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    images_per_second: float | None
+    eta_seconds: float | None
+    heartbeat: float | None
+    model: str
+    data: str
+    last_error: str | None
+
+
+def runs_root(runs_dir: str | Path | None = None) -> Path:
+    """Return the runs root: the argument, else ``$GAN_RUNS_DIR``, else ``runs/``."""
+    return Path(runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+
+
+# Atomic files -------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(temporary, mode) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """Return the JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# Creating and reading a run ------------------------------------------------
+
+
+def create_run(run_dir: str | Path, config: TrainConfig) -> Path:
+    """Create a new run folder with its ``config.json``; reject an existing run."""
+    run_dir = Path(run_dir)
+    config.validate()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        if (run_dir / CONFIG_FILE).exists() or any(run_dir.iterdir()):
+            raise RunError(
+                f"run folder {run_dir} already exists; resume it with --resume or choose another name."
+            ) from None
+    write_atomic(
+        run_dir / CONFIG_FILE,
+        json.dumps({"version": __version__, **config.to_dict()}, indent=2),
+    )
+    return run_dir
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise RunError(
+            f"{run_dir} is not a run folder: {CONFIG_FILE} not found. "
+            "Create a run with `python -m gan train --run-dir RUN`."
+        )
+    return TrainConfig.load(path)
+
+
+def is_run(path: Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """Return the run's status with ``state`` resolved: a live state whose trainer is gone is ``crashed``."""
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / STATUS_FILE) or {"state": "new"}
+    state = status.get("state")
+    if state in LIVE_STATES and not _trainer_alive(run_dir, status):
+        status = {**status, "recorded_state": state, "state": "crashed"}
+    return status
+
+
+def _trainer_alive(run_dir: Path, status: dict[str, Any]) -> bool:
+    now = time.time()
+    if status.get("state") == "starting":
+        # The launcher wrote this before the trainer took the lock.
+        if _lock_held(run_dir):
+            return True
+        if now - status.get("heartbeat", 0) > STARTING_GRACE_SECONDS:
+            return False
+        return status.get("pid") is None or _pid_alive(status.get("pid"))
+    if not _lock_held(run_dir):
+        return False
+    heartbeat = status.get("heartbeat")
+    return heartbeat is not None and now - heartbeat < STALE_HEARTBEAT_SECONDS
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); /proc tells it apart where it exists.
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+# Locks --------------------------------------------------------------------
+
+
+def _lock_held(run_dir: Path) -> bool:
+    """Tell whether a trainer holds the run's lock, by trying it for an instant."""
+    path = run_dir / LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+@contextlib.contextmanager
+def trainer_lock(run_dir: str | Path, wait_seconds: float = 3.0) -> Iterator[None]:
+    """Hold the run's OS file lock while training; raise RunLockedError if another trainer has it.
+
+    The lock is released by the OS when the process dies, however it dies.
+    Readers probe it for an instant, so a busy lock is retried for
+    ``wait_seconds`` before it counts as held by another trainer.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    handle = open(path, "a+")
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() > deadline:
+                    owner = (read_json(Path(run_dir) / STATUS_FILE) or {}).get("pid", "unknown")
+                    raise RunLockedError(
+                        f"run {run_dir} is already being trained (pid {owner}); "
+                        f"stop it first with `python -m gan stop --run-dir {run_dir}`."
+                    ) from None
+                time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def _launch_lock(run_dir: Path) -> Iterator[None]:
+    """Serialise launches of one run across processes and browser sessions."""
+    with open(run_dir / LAUNCH_LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# Listing ------------------------------------------------------------------
+
+
+def run_info(run_dir: str | Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    config = read_json(run_dir / CONFIG_FILE) or {}
+    return RunInfo(
+        name=run_dir.name,
+        path=run_dir,
+        state=status.get("state", "new"),
+        epoch=int(status.get("epoch", 0)),
+        epochs=int(status.get("epochs", config.get("epochs", 0))),
+        step=int(status.get("step", 0)),
+        total_steps=int(status.get("total_steps", 0)),
+        images_per_second=status.get("images_per_second"),
+        eta_seconds=status.get("eta_seconds"),
+        heartbeat=status.get("heartbeat"),
+        model=str(config.get("model", "")),
+        data=str(config.get("data", "")),
+        last_error=status.get("last_error"),
+    )
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
+    """List the runs under the runs root, newest first; a missing root has no runs."""
+    root = runs_root(runs_dir)
+    if not root.is_dir():
+        return []
+    runs = [run_info(path) for path in root.iterdir() if path.is_dir() and is_run(path)]
+    return sorted(runs, key=lambda run: (run.path / CONFIG_FILE).stat().st_mtime, reverse=True)
+
+
+# Launching and stopping ----------------------------------------------------
+
+
+def launch(
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> int:
+    """Start ``python -m gan train --run-dir RUN`` detached and return its pid at once.
+
+    The trainer runs in a new session with stdout and stderr appended to
+    ``train.log``, so it outlives the page or shell that started it. A run that
+    is already starting, running or stopping is rejected with RunError.
+    """
+    run_dir = Path(run_dir)
+    load_config(run_dir)
+    with _launch_lock(run_dir):
+        status = read_status(run_dir)
+        if status["state"] in LIVE_STATES:
+            raise RunError(
+                f"run {run_dir.name} is already {status['state']} (pid {status.get('pid')}); "
+                "stop it before starting it again."
+            )
+        if resume and status["state"] == "finished":
+            raise RunError(f"run {run_dir.name} has finished all its epochs; there is nothing to resume.")
+        if not resume and status["state"] != "new":
+            raise RunError(f"run {run_dir.name} has already started; resume it instead.")
+        command = [sys.executable, "-m", "gan", "train", "--run-dir", str(run_dir)]
+        if resume:
+            command.append("--resume")
+        env = {**os.environ, **(extra_env or {})}
+        # The child must import this same package, wherever the caller runs from.
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        # "starting" is written before the process exists, so no second launch
+        # can slip in while the trainer imports TensorFlow.
+        carried = _carried_status(status)
+        write_status(run_dir, {**carried, "state": "starting", "pid": None})
+        try:
+            with open(run_dir / LOG_FILE, "ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                    close_fds=True,
+                )
+        except OSError as error:
+            write_status(run_dir, {**status, "state": status["state"], "last_error": str(error)})
+            raise
+        # The trainer replaces this status once it runs; record its pid unless it already has.
+        if (read_json(run_dir / STATUS_FILE) or {}).get("state") == "starting":
+            write_status(run_dir, {**carried, "state": "starting", "pid": process.pid})
+        return process.pid
+
+
+def _carried_status(status: dict[str, Any]) -> dict[str, Any]:
+    kept = ("epoch", "epochs", "step", "total_steps", "images_per_second")
+    return {key: status[key] for key in kept if key in status}
+
+
+def stop(run_dir: str | Path, wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Send SIGTERM to the run's trainer; it checkpoints after the current step and exits.
+
+    With ``wait_seconds`` > 0, wait up to that long for the trainer to exit.
+    Return the status read last. A run with no live trainer raises RunError.
+    """
+    run_dir = Path(run_dir)
+    load_config(run_dir)
+    status = read_status(run_dir)
+    if status["state"] not in LIVE_STATES:
+        raise RunError(f"run {run_dir.name} is not running (state: {status['state']}); nothing to stop.")
+    pid = status.get("pid")
+    if not _pid_alive(pid):
+        raise RunError(f"run {run_dir.name} has no live trainer process (pid {pid}).")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        status = read_status(run_dir)
+        if status["state"] not in LIVE_STATES and not _lock_held(run_dir):
+            break
+        time.sleep(0.2)
+    return read_status(run_dir)
+
+
+def write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    status = {**status, "heartbeat": time.time()}
+    write_atomic(Path(run_dir) / STATUS_FILE, json.dumps(status, indent=2))
+
+
+# CSV histories ------------------------------------------------------------
+
+
+def append_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Append rows to a CSV history in one write, with a header when the file is new."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    new_file = not path.exists() or path.stat().st_size == 0
+    if new_file:
+        writer.writeheader()
+    writer.writerows(rows)
+    with open(path, "a") as handle:
+        if not new_file and not _ends_with_newline(path):
+            # A crash left half a line; end it so the new rows parse on their own.
+            handle.write("\n")
+        handle.write(buffer.getvalue())
+        handle.flush()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def read_complete_lines(path: Path, offset: int = 0) -> tuple[str, int]:
+    """Return the complete lines of ``path`` from byte ``offset`` and the offset after them.
+
+    A last line without its newline is being written, or was cut by a crash,
+    and is left for the next read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return "", offset
+    end = data.rfind(b"\n") + 1
+    return data[:end].decode("utf-8", errors="replace"), offset + end
+
+
+def truncate_history(path: Path, column: str, last_value: int) -> None:
+    """Drop rows whose ``column`` exceeds ``last_value``, and a partial last line.
+
+    Resuming from a checkpoint at step S replays the steps after S, so rows
+    written after S by the crashed trainer would otherwise appear twice.
+    """
+    text, _ = read_complete_lines(path)
+    if not text:
+        return
+    lines = text.splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    if column not in header:
+        return
+    index = header.index(column)
+    kept = [lines[0]]
+    for line in lines[1:]:
+        cells = line.rstrip("\n").split(",")
+        with contextlib.suppress(ValueError, IndexError):
+            if int(float(cells[index])) <= last_value:
+                kept.append(line)
+    write_atomic(path, "".join(kept))
