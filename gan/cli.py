@@ -212,7 +212,6 @@ def cmd_train(args) -> int:
         print(f"watch it with: python -m gan status --run-dir {run_dir}")
         return EXIT_OK
 
-    _log_to_run_file(run_dir / runs.LOG_FILE)
     from gan.train import train
 
     progress = _TerminalProgress() if sys.stderr.isatty() else None
@@ -228,28 +227,6 @@ def _flags(overrides: dict, config_path) -> str:
     if config_path:
         flags.append("--config")
     return " ".join(flags)
-
-
-def _log_to_run_file(path: Path) -> None:
-    """Copy log records into train.log, unless stderr already goes there (a detached trainer)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        stderr_stat = os.fstat(sys.stderr.fileno())
-        if path.exists():
-            file_stat = path.stat()
-            if (stderr_stat.st_dev, stderr_stat.st_ino) == (
-                file_stat.st_dev,
-                file_stat.st_ino,
-            ):
-                return
-    except (
-        OSError,
-        ValueError,
-    ):  # stderr without a file descriptor, as under pytest capture
-        pass
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    logging.getLogger().addHandler(handler)
 
 
 class _TerminalProgress:

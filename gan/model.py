@@ -116,6 +116,10 @@ class DCGAN(keras.Model):
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
         self.bce = keras.losses.BinaryCrossentropy(from_logits=True, reduction="none")
+        # Both networks are functional models, built at construction. Marking
+        # the wrapper built stops fit() under a tf.distribute strategy from
+        # tracing call() on a data batch to build it.
+        self.built = True
 
     @property
     def conditional(self) -> bool:
@@ -157,7 +161,13 @@ class DCGAN(keras.Model):
         return tf.reduce_mean(self.bce(labels, logits)) / replicas
 
     def _noise(self, batch_size):
-        return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        # Every replica advances the same seed state, so the replica id is
+        # folded into the key to give each replica its own noise.
+        seed = self.seed_generator.next()
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        seed = seed + tf.cast(tf.stack([replica_id, 0]), seed.dtype)
+        return tf.random.stateless_normal((batch_size, self.latent_dim), seed=seed)
 
     def train_step(self, data):
         if self.conditional:

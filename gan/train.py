@@ -8,10 +8,12 @@ the run's lock throughout and writes every file of the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -430,6 +432,48 @@ def _round_or_none(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+@contextlib.contextmanager
+def _logging_to(path: Path):
+    """Copy this package's log records into train.log, unless stderr already goes there.
+
+    A detached trainer's stderr is train.log itself (see runs.launch), so a
+    second handler would write every line twice.
+    """
+    if _is_stderr(path):
+        yield
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("gan")
+    package_logger.addHandler(handler)
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        handler.close()
+
+
+def _is_stderr(path: Path) -> bool:
+    try:
+        stderr_stat = os.fstat(sys.stderr.fileno())
+        file_stat = path.stat()
+    except (OSError, ValueError, AttributeError):  # no such file, or stderr without a descriptor
+        return False
+    return (stderr_stat.st_dev, stderr_stat.st_ino) == (file_stat.st_dev, file_stat.st_ino)
+
+
+@contextlib.contextmanager
+def _keeping_dtype_policy():
+    """Restore the global Keras dtype policy that training changes to the run's precision."""
+    previous = keras.mixed_precision.global_policy()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def train(
     run_dir: str | Path,
     *,
@@ -444,7 +488,7 @@ def train(
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
-    with runs.trainer_lock(run_dir):
+    with runs.trainer_lock(run_dir), _logging_to(run_dir / runs.LOG_FILE), _keeping_dtype_policy():
         trainer = Trainer(run_dir, config, on_progress)
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 

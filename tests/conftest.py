@@ -17,5 +17,7 @@ def mnist_path() -> Path:
     """Path of a Keras-layout MNIST .npz: GAN_MNIST_PATH if set, else DEFAULT_MNIST_PATH."""
     path = Path(os.environ.get(MNIST_PATH_ENV) or DEFAULT_MNIST_PATH)
     if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"No MNIST .npz at {path}: CI must set {MNIST_PATH_ENV}")
         pytest.skip(f"No MNIST .npz at {path}: set {MNIST_PATH_ENV} to a Keras-layout mnist.npz")
     return path
