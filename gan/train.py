@@ -362,6 +362,7 @@ class Trainer:
                 dataset,
                 epochs=epoch_index + 1,
                 initial_epoch=epoch_index,
+                shuffle=False,  # make_dataset already ordered this epoch's images
                 verbose=0,
                 callbacks=[callback],
             )
