@@ -12,6 +12,7 @@ import csv
 import errno
 import fcntl
 import io
+import itertools
 import json
 import os
 import signal
@@ -96,17 +97,25 @@ def runs_root(runs_dir: str | Path | None = None) -> Path:
 
 # Atomic files -------------------------------------------------------------
 
+_temporary_numbers = itertools.count()
+
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Each call gets its own temporary file, because the trainer's SIGTERM handler
+    # or another thread may write the same file while this call is still writing it.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{next(_temporary_numbers)}.tmp")
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(temporary, mode) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, mode) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
