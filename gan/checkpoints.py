@@ -53,6 +53,7 @@ def training_checkpoint(gan, epoch: tf.Variable, step: tf.Variable) -> tf.train.
         g_optimizer=gan.g_optimizer,
         d_optimizer=gan.d_optimizer,
         noise_seed=gan.seed_generator.state,
+        epoch_means=list(gan.metrics_variables),
         epoch=epoch,
         step=step,
     )

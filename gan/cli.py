@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -212,10 +213,14 @@ def cmd_train(args) -> int:
         print(f"watch it with: python -m gan status --run-dir {run_dir}")
         return EXIT_OK
 
+    # A stop can arrive while TensorFlow imports, before train() has its handlers.
+    signals_received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: signals_received.append(signum))
     from gan.train import train
 
     progress = _TerminalProgress() if sys.stderr.isatty() else None
-    state = train(run_dir, resume=args.resume, on_progress=progress)
+    state = train(run_dir, resume=args.resume, on_progress=progress, signals_received=signals_received)
     if progress:
         progress.close()
     print(f"{run_dir}: {state}")

@@ -133,15 +133,26 @@ class RunCallback(keras.callbacks.Callback):
         super().__init__()
         self.trainer = trainer
         self.epoch_index = epoch_index
-        self.batches = 0
-        self.first_step_in_epoch = first_step_in_epoch
+        self.epoch_batches = first_step_in_epoch  # batches of this epoch done, before a resume too
         self.previous_sums: dict[str, float] = {}
-        self.previous_batches = 0
+        self.previous_batches = first_step_in_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # fit() has just reset the epoch means; a run resumed mid-epoch puts
+        # back the sums of the batches it trained before it stopped.
+        restored = self.trainer.take_restored_epoch_means()
+        if restored is None:
+            return
+        for variable, value in zip(self.model.metrics_variables, restored, strict=True):
+            variable.assign(value)
+        self.previous_sums = {
+            metric.name: float(metric.result()) * self.epoch_batches for metric in self.model.metrics
+        }
 
     def on_train_batch_end(self, batch, logs=None):
         trainer = self.trainer
         trainer.progress.step += 1
-        self.batches += 1
+        self.epoch_batches += 1
         trainer.step_variable.assign(trainer.progress.step)
         config = trainer.config
 
@@ -150,9 +161,11 @@ class RunCallback(keras.callbacks.Callback):
         now = time.time()
         if now - trainer.last_heartbeat >= HEARTBEAT_SECONDS:
             trainer.write_running_status(now)
+        # The epoch end saves a checkpoint anyway, with the epoch counted as done.
+        last_batch = self.epoch_batches == trainer.progress.steps_per_epoch
         due_by_steps = trainer.progress.step - trainer.last_checkpoint_step >= config.checkpoint_every_steps
         due_by_time = now - trainer.last_checkpoint_time >= 60 * config.checkpoint_every_minutes
-        if due_by_steps or due_by_time:
+        if (due_by_steps or due_by_time) and not last_batch:
             trainer.save_checkpoint()
         if trainer.stop_requested:
             if not self.model.stop_training:
@@ -161,12 +174,12 @@ class RunCallback(keras.callbacks.Callback):
 
     def _write_metrics_row(self, logs: dict[str, Any]) -> None:
         names = ("d_loss", "g_loss", "d_real", "d_fake")
-        sums = {name: float(logs[name]) * self.batches for name in names if name in logs}
+        sums = {name: float(logs[name]) * self.epoch_batches for name in names if name in logs}
         if len(sums) < len(names):
             return
-        count = self.batches - self.previous_batches
+        count = self.epoch_batches - self.previous_batches
         row = {name: (sums[name] - self.previous_sums.get(name, 0.0)) / count for name in names}
-        self.previous_sums, self.previous_batches = sums, self.batches
+        self.previous_sums, self.previous_batches = sums, self.epoch_batches
         row.update(
             step=self.trainer.progress.step,
             epoch=self.epoch_index + 1,
@@ -194,6 +207,7 @@ class Trainer:
         self.config = config
         self.on_progress = on_progress
         self.stop_requested = False
+        self.restored_epoch_means: list[np.ndarray] | None = None
         self.last_heartbeat = 0.0
         self.last_checkpoint_time = time.time()
         self.last_checkpoint_step = 0
@@ -261,6 +275,8 @@ class Trainer:
             restored = self.store.restore_latest()
             self.progress.epoch = int(self.epoch_variable.numpy())
             self.progress.step = int(self.step_variable.numpy())
+            if self.progress.step > self.progress.epoch * self.progress.steps_per_epoch:
+                self.restored_epoch_means = [v.numpy() for v in self.gan.metrics_variables]
             log.info(
                 "resumed from %s: epoch %d, step %d, optimizer iteration %d",
                 restored.name,
@@ -274,6 +290,11 @@ class Trainer:
         # Rows the previous trainer wrote after its last checkpoint will be replayed.
         runs.truncate_history(self.run_dir / runs.METRICS_FILE, "step", self.progress.step)
         runs.truncate_history(self.run_dir / runs.EPOCHS_FILE, "epoch", self.progress.epoch)
+
+    def take_restored_epoch_means(self) -> list[np.ndarray] | None:
+        """Return the epoch means of a mid-epoch checkpoint once, for the first resumed epoch."""
+        restored, self.restored_epoch_means = self.restored_epoch_means, None
+        return restored
 
     # Files
 
@@ -343,6 +364,8 @@ class Trainer:
         self.write_running_status()
         start_epoch = progress.epoch
         for epoch_index in range(start_epoch, config.epochs):
+            if self.stop_requested:
+                break
             skip = progress.step - epoch_index * progress.steps_per_epoch
             if epoch_index != start_epoch:
                 skip = 0
@@ -480,8 +503,13 @@ def train(
     *,
     resume: bool = False,
     on_progress: ProgressCallback | None = None,
+    signals_received: list[int] | None = None,
 ) -> str:
     """Train the run in ``run_dir`` to its last epoch or until SIGTERM; return the final state.
+
+    ``signals_received`` lists signals that a caller caught before this
+    function could install its handlers (the CLI catches them while
+    TensorFlow imports); any there stop the run before its first step.
 
     Raises RunLockedError when another trainer holds the run, RunError or
     ConfigError for a bad run folder, and DataError for a bad data source.
@@ -494,14 +522,17 @@ def train(
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
         def request_stop(signum, frame):
+            if trainer.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step
             log.info("received signal %d; stopping after the current step", signum)
             trainer.stop_requested = True
-            if hasattr(trainer, "progress"):
-                runs.write_status(run_dir, {**runs.read_status(run_dir), "state": "stopping"})
 
         # Only a flag is set here: the callback acts on it between steps.
         for signum in previous:
             signal.signal(signum, request_stop)
+        if signals_received:
+            log.info("received signal %d while starting; stopping before training", signals_received[0])
+            trainer.stop_requested = True
         try:
             trainer.setup(resume)
             return trainer.run()

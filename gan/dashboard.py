@@ -1,0 +1,341 @@
+"""Computations of the dashboard pages, outside the pages so that tests run them without Streamlit.
+
+Run names and the Train form's values, the runs table, the shipped demo run
+and pretrained generator, the generator sources of the Generate page and the
+``python -m gan generate`` command equivalent to a page's settings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gan import runs
+from gan.config import ConfigError, TrainConfig
+from gan.errors import InputError
+from gan.generate import GridRequest
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+# Shipped with the repository; either may be absent in a checkout.
+DEMO_RUN_DIR = REPOSITORY_ROOT / "assets" / "demo-run"
+PRETRAINED_GENERATOR_NAME = "assets/pretrained/generator.keras"
+PRETRAINED_GENERATOR = REPOSITORY_ROOT / PRETRAINED_GENERATOR_NAME
+
+RUN_NAME_FIELD = "run_name"
+MAX_RUN_NAME_LENGTH = 100
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class RunNameError(InputError):
+    """A run name that cannot name a new folder under the runs root."""
+
+
+# Shipped assets and the runs list ---------------------------------------------
+
+
+def shipped_demo_run() -> Path | None:
+    """Return the shipped demo run folder, or None when this checkout has none."""
+    return DEMO_RUN_DIR if runs.is_run(DEMO_RUN_DIR) else None
+
+
+def pretrained_generator() -> Path | None:
+    """Return the shipped pretrained generator file, or None when this checkout has none."""
+    return PRETRAINED_GENERATOR if PRETRAINED_GENERATOR.is_file() else None
+
+
+def is_read_only(run_dir: str | Path) -> bool:
+    """Tell whether a run is the shipped demo run, which the pages never start or stop."""
+    return Path(run_dir).resolve() == DEMO_RUN_DIR.resolve()
+
+
+def dashboard_runs(runs_dir: str | Path | None) -> list[runs.RunInfo]:
+    """List the runs under the runs root, newest first, then the shipped demo run if there is one."""
+    listed = runs.list_runs(runs_dir)
+    demo_run = shipped_demo_run()
+    if demo_run is not None and not any(is_read_only(info.path) for info in listed):
+        listed.append(runs.run_info(demo_run))
+    return listed
+
+
+def run_label(info: runs.RunInfo) -> str:
+    """Return the name shown for a run in lists: its folder name, marked when it is the shipped one."""
+    return f"{info.name} (shipped)" if is_read_only(info.path) else info.name
+
+
+def format_duration(seconds: float | None) -> str:
+    """Format seconds as 1h02m or 3m05s; an unknown duration is an empty string."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def runs_frame(infos: Sequence[runs.RunInfo]) -> pd.DataFrame:
+    """Build the runs table: one row per run with its state, progress, speed, ETA, model and data."""
+    rows = []
+    for info in infos:
+        live = info.state in runs.LIVE_STATES
+        rows.append(
+            {
+                "run": run_label(info),
+                "state": info.state,
+                "epoch": f"{info.epoch}/{info.epochs}",
+                "step": f"{info.step}/{info.total_steps}" if info.total_steps else "",
+                "images/s": round(info.images_per_second) if info.images_per_second else None,
+                "ETA": format_duration(info.eta_seconds) if live else "",
+                "model": info.model,
+                "data": info.data,
+            }
+        )
+    columns = ["run", "state", "epoch", "step", "images/s", "ETA", "model", "data"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def progress_fraction(step: int, total_steps: int) -> float:
+    """Return step / total_steps clipped to [0, 1]; 0 while the total is unknown."""
+    if total_steps <= 0:
+        return 0.0
+    return min(max(step / total_steps, 0.0), 1.0)
+
+
+def log_tail(path: str | Path, max_lines: int = 40, max_bytes: int = 64 * 1024) -> str:
+    """Return the last ``max_lines`` lines of a log file, reading at most its last ``max_bytes``."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except FileNotFoundError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # the first line read is probably cut
+    return "\n".join(lines[-max_lines:])
+
+
+# Run names and the Train form ---------------------------------------------------
+
+
+def default_run_name(runs_dir: str | Path | None, now: float | None = None) -> str:
+    """Return ``run-YYYYMMDD-HHMMSS`` for now, with a -2, -3, ... suffix if that folder exists."""
+    root = runs.runs_root(runs_dir)
+    base = time.strftime("run-%Y%m%d-%H%M%S", time.localtime(now))
+    name, number = base, 2
+    while (root / name).exists():
+        name, number = f"{base}-{number}", number + 1
+    return name
+
+
+def check_run_name(name: str, runs_dir: str | Path | None) -> Path:
+    """Return the folder of a new run called ``name``; raise RunNameError for a bad or taken name."""
+    name = name.strip()
+    if not name:
+        raise RunNameError("run_name is empty; enter a name such as run-1.")
+    if "/" in name or "\\" in name:
+        raise RunNameError(f"run_name must be a folder name without / or \\, got {name!r}.")
+    if len(name) > MAX_RUN_NAME_LENGTH:
+        raise RunNameError(f"run_name must be at most {MAX_RUN_NAME_LENGTH} characters, got {len(name)}.")
+    if not _RUN_NAME.match(name):
+        raise RunNameError(
+            f"run_name may contain only letters, digits, '.', '_' and '-', "
+            f"and must start with a letter or digit, got {name!r}."
+        )
+    path = runs.runs_root(runs_dir) / name
+    if path.exists():
+        raise RunNameError(f"run_name {name!r} already exists in {path.parent}; choose another name.")
+    return path
+
+
+def config_from_form(values: Mapping[str, Any]) -> tuple[TrainConfig | None, dict[str, str]]:
+    """Build a TrainConfig from the Train form's values and collect every field's error.
+
+    Float fields arrive as text, so that 2e-4 can be typed; an empty
+    ``max_images`` means every image. Each field is checked on its own
+    against the defaults, so the form shows all independent errors at once,
+    and then the whole config, which catches a batch larger than
+    ``max_images``. Returns the config (None when there are errors) and a map
+    from field name to message.
+    """
+    errors: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    for field in fields(TrainConfig):
+        try:
+            parsed[field.name] = _parse_field(field.name, str(field.type), values.get(field.name))
+        except ConfigError as error:
+            errors[field.name] = str(error)
+
+    defaults = TrainConfig()
+    for name, value in parsed.items():
+        try:
+            TrainConfig(**{**defaults.to_dict(), name: value}).validate()
+        except ConfigError as error:
+            errors.setdefault(name, str(error))
+    if errors:
+        return None, errors
+
+    config = TrainConfig(**parsed)
+    try:
+        config.validate(num_images=config.max_images)
+    except ConfigError as error:
+        errors[error_field(str(error)) or "form"] = str(error)
+        return None, errors
+    return config, {}
+
+
+def _parse_field(name: str, annotation: str, value: Any) -> Any:
+    if "float" in annotation and isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            default = getattr(TrainConfig(), name)
+            raise ConfigError(f"{name} must be a number such as {default!r}, got {text!r}.") from None
+    if name == "max_images" and value in ("", None):
+        return None
+    if isinstance(value, float) and "int" in annotation and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and name != "data" and "int" in annotation:
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
+    return value
+
+
+def error_field(message: str, names: Sequence[str] | None = None) -> str | None:
+    """Return the field that an error message starts with, or None.
+
+    ConfigError, DemoLimitError and RunNameError messages start with the
+    name of the field they are about, which is how the form places them.
+    """
+    names = names or [field.name for field in fields(TrainConfig)] + [RUN_NAME_FIELD]
+    first = re.split(r"[\s:]", message.strip(), maxsplit=1)[0]
+    return first if first in names else None
+
+
+# Generator sources and the equivalent command ------------------------------------
+
+
+@dataclass(frozen=True)
+class GeneratorSource:
+    """A generator the Generate page can load: a .keras file, or a checkpoint of a run."""
+
+    label: str
+    run_dir: Path | None = None
+    file: Path | None = None
+    checkpoint_step: int | None = None
+    checkpoint_prefix: Path | None = None
+
+    def modified_time(self) -> float:
+        """Return the modification time of the loaded file, so that a cache loads a rewritten file again."""
+        path = self.file if self.file is not None else self.checkpoint_prefix.with_suffix(".index")
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def load(self):
+        """Load the generator; raise InputError when its files are gone or unreadable."""
+        import tensorflow as tf
+
+        from gan import generate
+
+        try:
+            if self.file is not None:
+                return generate.load_generator_file(self.file)
+            return generate.load_generator(self.run_dir, self.checkpoint_step)
+        except (tf.errors.OpError, OSError, ValueError) as error:
+            if isinstance(error, InputError):
+                raise
+            raise InputError(
+                f"{self.label} could not be loaded ({type(error).__name__}: {error}); "
+                "the trainer may have deleted it, so choose another checkpoint."
+            ) from error
+
+    def cli_arguments(self) -> list[str]:
+        """Return the ``python -m gan generate`` options that load this same generator."""
+        if self.run_dir is None:
+            return ["--generator", str(self.file)]
+        arguments = ["--run-dir", str(self.run_dir)]
+        if self.checkpoint_step is not None:
+            arguments += ["--checkpoint", str(self.checkpoint_step)]
+        return arguments
+
+
+def pretrained_source() -> GeneratorSource | None:
+    path = pretrained_generator()
+    return GeneratorSource("Pretrained (shipped)", file=path) if path else None
+
+
+def run_generator_sources(run_dir: str | Path) -> list[GeneratorSource]:
+    """List a run's loadable generators, newest first: its checkpoints, else its generator.keras."""
+    from gan.checkpoints import list_checkpoints
+
+    run_dir = Path(run_dir)
+    found = [
+        GeneratorSource(
+            f"epoch {info.epoch}, step {info.step}",
+            run_dir=run_dir,
+            checkpoint_step=info.step,
+            checkpoint_prefix=info.path,
+        )
+        for info in reversed(list_checkpoints(run_dir / runs.CHECKPOINTS_DIR))
+    ]
+    exported = run_dir / runs.GENERATOR_FILE
+    if not found and exported.is_file():
+        # load_generator falls back to this file when a run has no checkpoint.
+        found.append(GeneratorSource(runs.GENERATOR_FILE, run_dir=run_dir, file=exported))
+    return found
+
+
+def has_generator(run_dir: str | Path) -> bool:
+    """Tell whether a run has a checkpoint or an exported generator, without importing TensorFlow."""
+    run_dir = Path(run_dir)
+    if (run_dir / runs.GENERATOR_FILE).is_file():
+        return True
+    folder = run_dir / runs.CHECKPOINTS_DIR
+    return folder.is_dir() and any(folder.glob("ckpt-*.json"))
+
+
+def generate_command(
+    source: GeneratorSource,
+    request: GridRequest,
+    output: str = "digits.png",
+    *,
+    interpolate_to: int | None = None,
+    steps: int | None = None,
+) -> str:
+    """Return the ``python -m gan generate`` command that writes the same pixels as the page."""
+    arguments = ["python", "-m", "gan", "generate", *source.cli_arguments(), "--seed", str(request.seed)]
+    if interpolate_to is None:
+        arguments += ["--count", str(request.count), "--columns", str(request.columns)]
+    arguments += ["--latent-scale", repr(float(request.latent_scale))]
+    if request.digit is not None:
+        arguments += ["--digit", str(request.digit)]
+    if interpolate_to is not None:
+        arguments += ["--interpolate-to", str(interpolate_to), "--steps", str(steps)]
+    arguments += ["--output", output]
+    return shlex.join(arguments)
+
+
+def display_scale(width: int, target: int = 640, max_scale: int = 8) -> int:
+    """Return the whole-number enlargement that brings an image ``width`` pixels wide near ``target``."""
+    return max(1, min(max_scale, target // max(width, 1)))
+
+
+def interpolation_gif(images, seconds_per_frame: float = 0.12, scale: int = 4) -> bytes:
+    """Animate an interpolation strip forth and back, so the loop has no jump, as a GIF."""
+    from gan.generate import gif_bytes
+
+    frames = list(images)
+    return gif_bytes(frames + frames[-2:0:-1], seconds_per_frame=seconds_per_frame, scale=scale)

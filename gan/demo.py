@@ -1,0 +1,194 @@
+"""Demo mode: limits for a dashboard that strangers use, such as a public deployment.
+
+Demo mode is on when ``GAN_DEMO`` is set to 1 (or true, yes, on) or when the
+page passes ``secret=True`` from the Streamlit secret ``demo = true``. This
+module does not import Streamlit, so the page reads ``st.secrets`` and passes
+the value in. Each limit has a default and an environment variable that
+overrides it (``LIMIT_VARIABLES``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from gan import runs
+from gan.config import KERAS_DATASETS, TrainConfig
+from gan.errors import InputError
+
+DEMO_VARIABLE = "GAN_DEMO"
+LIMIT_VARIABLES = {
+    "max_epochs": "GAN_DEMO_MAX_EPOCHS",
+    "max_images": "GAN_DEMO_MAX_IMAGES",
+    "max_live_runs": "GAN_DEMO_MAX_LIVE_RUNS",
+    "max_digits": "GAN_DEMO_MAX_DIGITS",
+    "max_interpolation_steps": "GAN_DEMO_MAX_INTERPOLATION_STEPS",
+}
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("", "0", "false", "no", "off")
+ADMISSION_LOCK_FILE = ".launch.lock"
+
+
+class DemoLimitError(InputError):
+    """A request that demo mode rejects; the message states the limit."""
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """Upper bounds on what one request may ask for in demo mode."""
+
+    max_epochs: int = 5
+    # Also the dataset size: demo runs must set max_images, at most this many.
+    max_images: int = 10_000
+    # Runs starting, running or stopping at once, over all browser sessions.
+    max_live_runs: int = 1
+    max_digits: int = 256
+    max_interpolation_steps: int = 32
+
+    def describe(self) -> list[str]:
+        """Return one line per limit, for the notice on each page."""
+        runs_word = "run" if self.max_live_runs == 1 else "runs"
+        return [
+            f"at most {self.max_epochs} epochs per run",
+            f"at most {self.max_images:,} training images per run (max_images is required)",
+            "data: " + " or ".join(KERAS_DATASETS) + " only",
+            f"{self.max_live_runs} {runs_word} training at a time, across all visitors",
+            f"at most {self.max_digits} digits per generated grid",
+            f"at most {self.max_interpolation_steps} interpolation steps",
+        ]
+
+
+def demo_enabled(secret: object = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Tell whether demo mode is on: ``GAN_DEMO`` set to a true word, or a true ``secret``."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(DEMO_VARIABLE, "").strip().lower()
+    if value not in _TRUE_WORDS + _FALSE_WORDS:
+        raise InputError(f"{DEMO_VARIABLE} must be 1 or 0 (or true/false), got {value!r}.")
+    return value in _TRUE_WORDS or _is_true(secret)
+
+
+def _is_true(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_WORDS
+    return value is True or value == 1
+
+
+def load_limits(secret: object = None, environ: Mapping[str, str] | None = None) -> DemoLimits | None:
+    """Return the demo limits with their environment overrides, or None when demo mode is off.
+
+    Raises InputError for an override that is not a positive integer, so a
+    misconfigured deployment fails visibly instead of running without limits.
+    """
+    environ = os.environ if environ is None else environ
+    if not demo_enabled(secret, environ):
+        return None
+    values = {}
+    for field in fields(DemoLimits):
+        variable = LIMIT_VARIABLES[field.name]
+        text = environ.get(variable, "").strip()
+        if not text:
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise InputError(f"{variable} must be a positive integer, got {text!r}.")
+        values[field.name] = value
+    return DemoLimits(**values)
+
+
+def default_config(limits: DemoLimits | None) -> TrainConfig:
+    """Return the TrainConfig defaults, with epochs and max_images brought within the demo limits."""
+    config = TrainConfig()
+    if limits is None:
+        return config
+    return replace(config, epochs=min(config.epochs, limits.max_epochs), max_images=limits.max_images)
+
+
+# Checks -----------------------------------------------------------------------
+
+
+def count_live_runs(runs_dir: str | Path | None) -> int:
+    """Count the runs under the runs root that are starting, running or stopping."""
+    return sum(info.state in runs.LIVE_STATES for info in runs.list_runs(runs_dir))
+
+
+def check_train_request(
+    config: TrainConfig,
+    runs_dir: str | Path | None,
+    limits: DemoLimits | None = None,
+) -> None:
+    """Raise DemoLimitError when demo mode rejects starting (or resuming) a run of ``config``.
+
+    ``limits`` defaults to ``load_limits()`` from the environment; with demo
+    mode off nothing is checked. A message about one config field starts
+    with the field's name, as ConfigError messages do.
+    """
+    limits = limits or load_limits()
+    if limits is None:
+        return
+    if config.epochs > limits.max_epochs:
+        raise DemoLimitError(f"epochs must be at most {limits.max_epochs} in demo mode, got {config.epochs}.")
+    if config.max_images is None:
+        raise DemoLimitError(
+            f"max_images is required in demo mode: enter at most {limits.max_images} images."
+        )
+    if config.max_images > limits.max_images:
+        raise DemoLimitError(
+            f"max_images must be at most {limits.max_images} in demo mode, got {config.max_images}."
+        )
+    if config.data not in KERAS_DATASETS:
+        raise DemoLimitError(
+            f"data must be {' or '.join(KERAS_DATASETS)} in demo mode, got {config.data!r}; "
+            "paths on the server are not available."
+        )
+    live = count_live_runs(runs_dir)
+    if live >= limits.max_live_runs:
+        allowed = "1 run" if limits.max_live_runs == 1 else f"{limits.max_live_runs} runs"
+        raise DemoLimitError(
+            f"demo mode allows {allowed} training at a time, and {live} "
+            f"{'is' if live == 1 else 'are'} already training; "
+            "wait until one finishes or stop it, then start again."
+        )
+
+
+def check_generate_request(count: int, steps: int | None = None, limits: DemoLimits | None = None) -> None:
+    """Raise DemoLimitError when demo mode rejects ``count`` digits or ``steps`` interpolation steps.
+
+    ``limits`` defaults to ``load_limits()`` from the environment; with demo
+    mode off nothing is checked.
+    """
+    limits = limits or load_limits()
+    if limits is None:
+        return
+    if count > limits.max_digits:
+        raise DemoLimitError(
+            f"count must be at most {limits.max_digits} digits per grid in demo mode, got {count}."
+        )
+    if steps is not None and steps > limits.max_interpolation_steps:
+        raise DemoLimitError(
+            f"steps must be at most {limits.max_interpolation_steps} in demo mode, got {steps}."
+        )
+
+
+@contextlib.contextmanager
+def admission_lock(runs_dir: str | Path | None) -> Iterator[None]:
+    """Hold a lock on the runs root while a request is checked and its trainer launched.
+
+    Without it, two sessions could both count no live run and both launch.
+    ``runs.launch`` writes ``starting`` before it returns, so the next holder
+    counts the new run.
+    """
+    root = runs.runs_root(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ADMISSION_LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

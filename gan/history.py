@@ -1,0 +1,364 @@
+"""Loss histories and epoch samples of runs, prepared for display.
+
+A trainer appends to ``metrics.csv`` and ``epochs.csv`` while pages read
+them, so ``CsvHistory`` reads only the complete lines added since its last
+read and copes with a file that a resumed trainer has rewritten. The display
+helpers smooth a series as TensorBoard does and reduce it to a few thousand
+points that keep its shape, so a history of millions of rows stays
+responsive. The source files are never modified.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from gan import runs
+from gan.generate import gif_bytes, png_bytes
+
+# Points per drawn curve: enough for a smooth line a screen wide, few enough
+# that Vega-Lite redraws a chart of several runs at once without lag.
+DEFAULT_MAX_POINTS = 2000
+
+LOSS_SERIES = ("d_loss", "g_loss")
+DISCRIMINATOR_SERIES = ("d_real", "d_fake")
+EPOCH_SERIES = ("seconds", "images_per_second")
+
+_SAMPLE_NAME = re.compile(r"^epoch_(\d+)\.png$")
+
+
+# Incremental reading ----------------------------------------------------------
+
+
+class CsvHistory:
+    """The complete rows of a CSV history that a trainer appends to, read incrementally.
+
+    ``refresh()`` parses only the bytes added since the previous call, from
+    the offset that ``runs.read_complete_lines`` returns, so a partial last
+    line is left for the next call. ``key`` is the column that grows with
+    every row (``step`` or ``epoch``). A resumed trainer replays the steps
+    after its checkpoint: rows whose key is at or below a key already read
+    replace the rows from that key on.
+    """
+
+    def __init__(self, path: str | Path, key: str = "step"):
+        self.path = Path(path)
+        self.key = key
+        self.offset = 0
+        self.columns: list[str] | None = None
+        # Incremented whenever the rows change, so callers can cache what they derive.
+        self.version = 0
+        self._file_id: tuple[int, int] | None = None
+        self._chunks: list[pd.DataFrame] = []
+        self._frame: pd.DataFrame | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """All complete rows read so far, with numeric columns."""
+        if self._frame is None:
+            if self._chunks:
+                self._frame = pd.concat(self._chunks, ignore_index=True)
+            else:
+                self._frame = pd.DataFrame(columns=self.columns or [])
+            self._chunks = [self._frame]
+        return self._frame
+
+    def refresh(self) -> int:
+        """Read the rows completed since the last call and return how many there were."""
+        for _ in range(3):
+            before = _file_identity(self.path)
+            if before is None:
+                if self.offset:
+                    self._reset()
+                return 0
+            identity, size = before
+            if identity != self._file_id or size < self.offset:
+                # A new file, or one that truncate_history replaced: read it from the start.
+                self._reset()
+                self._file_id = identity
+            text, offset = runs.read_complete_lines(self.path, self.offset)
+            after = _file_identity(self.path)
+            if after is not None and after[0] == identity:
+                break
+            # The file was replaced while it was read, so what was read may mix two files.
+            self._file_id = None
+        else:
+            return 0
+        self.offset = offset
+        if self.columns is None:
+            header, _, text = text.partition("\n")
+            if not header:
+                return 0
+            self.columns = header.strip().split(",")
+        rows = parse_rows(text, self.columns)
+        if rows.empty:
+            return 0
+        self._append(rows)
+        return len(rows)
+
+    def _append(self, rows: pd.DataFrame) -> None:
+        frame = self.frame
+        if not frame.empty and self.key in rows:
+            first = rows[self.key].iloc[0]
+            if first <= frame[self.key].iloc[-1]:
+                frame = frame[frame[self.key] < first]
+        self._chunks = [frame, rows] if not frame.empty else [rows]
+        self._frame = None
+        self.version += 1
+
+    def _reset(self) -> None:
+        self.offset = 0
+        self.columns = None
+        self._file_id = None
+        self._chunks = []
+        self._frame = None
+        self.version += 1
+
+
+def _file_identity(path: Path) -> tuple[tuple[int, int], int] | None:
+    """Return the (device, inode) pair and the size of a file, or None when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino), stat.st_size
+
+
+def parse_rows(text: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Parse complete CSV lines without a header into numeric columns.
+
+    A line with the wrong number of fields is what is left of a row that a
+    crash cut short (``append_rows`` ends it before appending), so it is
+    dropped. Cells that are not numbers become NaN; rows without a valid
+    first column are dropped.
+    """
+    commas = len(columns) - 1
+    lines = [line for line in text.splitlines() if line.count(",") == commas]
+    if not lines:
+        return pd.DataFrame(columns=list(columns), dtype=float)
+    text = "\n".join(lines)
+    try:
+        frame = pd.read_csv(io.StringIO(text), header=None, names=list(columns), dtype=np.float64)
+    except ValueError:
+        # A cell that is not a number: parse as text and coerce, which is about ten times slower.
+        frame = pd.read_csv(
+            io.StringIO(text), header=None, names=list(columns), dtype=str, keep_default_na=False
+        )
+        frame = frame.apply(pd.to_numeric, errors="coerce")
+    return frame.dropna(subset=[columns[0]]).reset_index(drop=True)
+
+
+def read_history(path: str | Path, key: str = "step") -> pd.DataFrame:
+    """Read every complete row of a CSV history at once."""
+    history = CsvHistory(path, key)
+    history.refresh()
+    return history.frame
+
+
+def complete_csv_bytes(path: str | Path) -> bytes:
+    """Return the complete lines of a CSV history, as a download of the file as it is now."""
+    text, _ = runs.read_complete_lines(Path(path), 0)
+    return text.encode("utf-8")
+
+
+# Smoothing and downsampling ------------------------------------------------
+
+
+def smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
+    """Smooth a series with TensorBoard's debiased exponential moving average.
+
+    Point i is ``sum(weight**k * x[i-k]) / sum(weight**k)`` over the finite
+    values up to i, so the first points are not pulled towards zero. A
+    non-finite value is kept as it is and skipped by the average.
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}.")
+    series = pd.Series(np.asarray(values, dtype=np.float64))
+    if weight == 0 or series.empty:
+        return series.to_numpy(copy=True)
+    finite = np.isfinite(series.to_numpy())
+    # pandas' adjusted ewm is this same weighted mean; alpha is 1 - weight.
+    averaged = series.where(finite).ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean()
+    return np.where(finite, averaged.to_numpy(), series.to_numpy())
+
+
+def downsample_indices(
+    values: Sequence[float] | np.ndarray, max_points: int = DEFAULT_MAX_POINTS
+) -> np.ndarray:
+    """Return sorted indices of at most ``max_points`` points that keep a series' shape.
+
+    The series is cut into equal buckets, and each bucket keeps the index of
+    its minimum and of its maximum, so spikes survive and the global min and
+    max are always kept. The first and last points are kept too.
+    """
+    if max_points < 4:
+        raise ValueError(f"max_points must be at least 4, got {max_points}.")
+    values = np.asarray(values, dtype=np.float64)
+    count = len(values)
+    if count <= max_points:
+        return np.arange(count)
+    buckets = (max_points - 2) // 2
+    size = math.ceil(count / buckets)
+    rows = math.ceil(count / size)
+    padding = rows * size - count
+    # NaN never wins: as +inf it loses the minimum, as -inf it loses the maximum.
+    low = np.concatenate([np.where(np.isnan(values), np.inf, values), np.full(padding, np.inf)])
+    high = np.concatenate([np.where(np.isnan(values), -np.inf, values), np.full(padding, -np.inf)])
+    starts = np.arange(rows) * size
+    minima = starts + low.reshape(rows, size).argmin(axis=1)
+    maxima = starts + high.reshape(rows, size).argmax(axis=1)
+    indices = np.concatenate([[0, count - 1], minima, maxima])
+    return np.unique(indices[indices < count])
+
+
+def display_frame(
+    histories: Mapping[str, pd.DataFrame],
+    series: Sequence[str],
+    *,
+    smoothing: float = 0.0,
+    max_points: int = DEFAULT_MAX_POINTS,
+    x: str = "step",
+) -> pd.DataFrame:
+    """Build the long-form frame that the loss charts draw, for one run or several.
+
+    ``histories`` maps a run's label to its metrics frame. The result has one
+    row per drawn point with columns ``run``, ``series``, ``curve`` (``raw``
+    or ``smoothed``), ``x`` and ``value``. Each curve is smoothed at full
+    resolution first and then reduced to at most ``max_points`` points.
+    """
+    parts = []
+    for run, frame in histories.items():
+        if frame.empty or x not in frame:
+            continue
+        steps = frame[x].to_numpy()
+        for name in series:
+            if name not in frame:
+                continue
+            raw = frame[name].to_numpy(dtype=np.float64)
+            for curve, values in (("raw", raw), ("smoothed", smooth(raw, smoothing))):
+                indices = downsample_indices(values, max_points)
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "run": run,
+                            "series": name,
+                            "curve": curve,
+                            x: steps[indices],
+                            "value": values[indices],
+                        }
+                    )
+                )
+    if not parts:
+        return pd.DataFrame(columns=["run", "series", "curve", x, "value"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def epochs_frame(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Stack the epochs.csv frames of several runs, with a ``run`` column first."""
+    parts = [frame.assign(run=run) for run, frame in histories.items() if not frame.empty]
+    if not parts:
+        return pd.DataFrame(columns=["run", *runs.EPOCHS_COLUMNS])
+    combined = pd.concat(parts, ignore_index=True)
+    return combined[["run", *[column for column in combined.columns if column != "run"]]]
+
+
+# Epoch samples ----------------------------------------------------------------
+
+
+def list_epoch_samples(run_dir: str | Path) -> dict[int, Path]:
+    """Map each epoch with a sample grid (0 is before training) to its PNG, in epoch order."""
+    folder = Path(run_dir) / runs.SAMPLES_DIR
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for path in folder.iterdir():
+        match = _SAMPLE_NAME.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def default_strip_epochs(epochs: Sequence[int], max_count: int = 6) -> list[int]:
+    """Pick epoch 0 (or the first), evenly spaced round epochs and the last, at most ``max_count``.
+
+    The spacing is the smallest of 1, 2, 5, 10, 20, 50, ... that fits, so a
+    run of 20 epochs gives 0, 5, 10, 15, 20, like a table of epochs in a
+    paper or README.
+    """
+    available = sorted(set(epochs))
+    if len(available) <= max_count:
+        return available
+    first, last = available[0], available[-1]
+
+    def count_with(spacing: int) -> int:
+        # The last epoch gets a slot of its own unless the spacing lands on it.
+        return (last - first) // spacing + 1 + ((last - first) % spacing != 0)
+
+    spacing = next(spacing for spacing in _round_spacings() if count_with(spacing) <= max_count)
+    targets = set(range(first, last + 1, spacing)) | {last}
+    return [epoch for epoch in available if epoch in targets]
+
+
+def _round_spacings():
+    for power in range(18):
+        for factor in (1, 2, 5):
+            yield factor * 10**power
+
+
+def read_grid(path: str | Path) -> np.ndarray:
+    """Read a sample grid PNG as a uint8 grayscale array."""
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("L"))
+
+
+def captioned(image: np.ndarray, caption: str, band: int = 14) -> np.ndarray:
+    """Return the image with a dark band above it that shows ``caption`` in white."""
+    picture = Image.new("L", (image.shape[1], image.shape[0] + band), 0)
+    picture.paste(Image.fromarray(image, mode="L"), (0, band))
+    ImageDraw.Draw(picture).text((2, 1), caption, fill=255, font=ImageFont.load_default(size=11))
+    return np.asarray(picture)
+
+
+def epoch_strip(grids: Mapping[int, np.ndarray], gap: int = 6) -> np.ndarray:
+    """Place the grids of several epochs side by side, each captioned with its epoch."""
+    if not grids:
+        raise ValueError("an epoch strip needs at least one epoch.")
+    tiles = [captioned(grid, f"epoch {epoch}") for epoch, grid in grids.items()]
+    height = max(tile.shape[0] for tile in tiles)
+    width = sum(tile.shape[1] for tile in tiles) + gap * (len(tiles) - 1)
+    strip = np.zeros((height, width), dtype=np.uint8)
+    left = 0
+    for tile in tiles:
+        strip[: tile.shape[0], left : left + tile.shape[1]] = tile
+        left += tile.shape[1] + gap
+    return strip
+
+
+def epoch_strip_png(samples: Mapping[int, Path], epochs: Sequence[int]) -> bytes:
+    """Encode the captioned strip of the chosen epochs' grids as a PNG."""
+    grids = {epoch: read_grid(samples[epoch]) for epoch in sorted(epochs)}
+    return png_bytes(epoch_strip(grids))
+
+
+def epoch_gif(samples: Mapping[int, Path], seconds_per_frame: float = 0.4, scale: int = 2) -> bytes:
+    """Animate the sample grids of all epochs, each frame captioned with its epoch, as a looping GIF."""
+    if not samples:
+        raise ValueError("the run has no sample grids yet.")
+    frames = [captioned(read_grid(path), f"epoch {epoch}") for epoch, path in samples.items()]
+    height = max(frame.shape[0] for frame in frames)
+    width = max(frame.shape[1] for frame in frames)
+    # A GIF has one size; a grid of another sample_count is padded, never scaled.
+    padded = []
+    for frame in frames:
+        canvas = np.zeros((height, width), dtype=np.uint8)
+        canvas[: frame.shape[0], : frame.shape[1]] = frame
+        padded.append(canvas)
+    return gif_bytes(padded, seconds_per_frame=seconds_per_frame, scale=scale)
