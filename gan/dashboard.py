@@ -90,7 +90,7 @@ def runs_frame(infos: Sequence[runs.RunInfo]) -> pd.DataFrame:
                 "state": info.state,
                 "epoch": f"{info.epoch}/{info.epochs}",
                 "step": f"{info.step}/{info.total_steps}" if info.total_steps else "",
-                "images/s": round(info.images_per_second) if info.images_per_second else None,
+                "images/s": f"{info.images_per_second:,.0f}" if info.images_per_second else "",
                 "ETA": format_duration(info.eta_seconds) if live else "",
                 "model": info.model,
                 "data": info.data,
@@ -265,11 +265,19 @@ class GeneratorSource:
     def cli_arguments(self) -> list[str]:
         """Return the ``python -m gan generate`` options that load this same generator."""
         if self.run_dir is None:
-            return ["--generator", str(self.file)]
-        arguments = ["--run-dir", str(self.run_dir)]
+            return ["--generator", shell_path(self.file)]
+        arguments = ["--run-dir", shell_path(self.run_dir)]
         if self.checkpoint_step is not None:
             arguments += ["--checkpoint", str(self.checkpoint_step)]
         return arguments
+
+
+def shell_path(path: Path) -> str:
+    """Return ``path`` relative to the working directory when it is inside it, else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def pretrained_source() -> GeneratorSource | None:

@@ -1,0 +1,298 @@
+"""Generate page: digits from chosen seeds with a run's generator or the shipped one; interpolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+from streamlit.logger import get_logger
+
+from gan import dashboard, demo, generate
+from gan.errors import InputError
+from pages import _shared
+
+log = get_logger("pages.generate")
+
+PRETRAINED = "pretrained"
+SOURCE_KEY = "generate_source"
+SIDEBAR_RUN_KEY = "generate_sidebar_run"
+# The exact downloadable files of the last grid and strip, for tests and reruns.
+GRID_PNG_KEY = "generate_grid_png"
+STRIP_PNG_KEY = "generate_strip_png"
+# Bounds of the number inputs, against requests that would stall the server;
+# demo mode checks its own, lower limits with a message.
+MAX_COUNT = 4096
+MAX_COLUMNS = 64
+MAX_STEPS = 256
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the generator…")
+def load_generator(_source: dashboard.GeneratorSource, path: str, step: int | None, modified_time: float):
+    """Load a generator once per (file or checkpoint, step, modification time), shared by all sessions."""
+    return _source.load()
+
+
+def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
+    """Draw the generator and checkpoint choosers; return the chosen source, or None if there is none.
+
+    Stops the page when the chosen run no longer has a generator.
+    """
+    options: dict[str, str] = {}
+    pretrained = dashboard.pretrained_source()
+    if pretrained is not None:
+        options[PRETRAINED] = pretrained.label
+    for info in dashboard.dashboard_runs(runs_dir):
+        if dashboard.has_generator(info.path):
+            options[str(info.path)] = f"Run {dashboard.run_label(info)}"
+    if not options:
+        return None
+
+    # Follow the sidebar's run when it changes, if it has a generator.
+    current = str(_shared.current_run() or "")
+    if current != st.session_state.get(SIDEBAR_RUN_KEY) and current in options:
+        st.session_state[SOURCE_KEY] = current
+    st.session_state[SIDEBAR_RUN_KEY] = current
+    if st.session_state.get(SOURCE_KEY) not in options:
+        st.session_state[SOURCE_KEY] = current if current in options else next(iter(options))
+
+    source_column, checkpoint_column = st.columns(2)
+    chosen = source_column.selectbox("Generator", list(options), format_func=options.get, key=SOURCE_KEY)
+    if chosen == PRETRAINED:
+        checkpoint_column.caption(f"File: {dashboard.shell_path(pretrained.file)}")
+        return pretrained
+
+    sources = dashboard.run_generator_sources(Path(chosen))
+    if not sources:
+        checkpoint_column.warning("This run's checkpoints were removed; choose another generator.")
+        st.stop()
+    by_label = {source.label: source for source in sources}
+    checkpoint_key = f"generate_checkpoint:{chosen}"
+    if st.session_state.get(checkpoint_key) not in by_label:
+        st.session_state[checkpoint_key] = sources[0].label
+    label = checkpoint_column.selectbox(
+        "Checkpoint",
+        list(by_label),
+        format_func=lambda label: (
+            f"{label} (latest)" if label == sources[0].label and len(sources) > 1 else label
+        ),
+        key=checkpoint_key,
+        help="Checkpoints the run keeps, newest first (checkpoints_kept sets how many).",
+    )
+    return by_label[label]
+
+
+def render_grid(source, generator, num_classes: int | None, limits) -> float:
+    """Draw the grid settings, the grid, its downloads and its command; return the latent scale."""
+    digit = None
+    if num_classes is not None:
+        digit = st.selectbox(
+            "Digit class",
+            ["rows", *range(num_classes)],
+            format_func=lambda value: "all classes, one per row" if value == "rows" else f"class {value}",
+            key="generate_digit",
+            help="This generator is conditional: it draws the class you choose.",
+        )
+    seed_column, count_column, columns_column, scale_column = st.columns(4)
+    seed = seed_column.number_input(
+        "Seed",
+        min_value=0,
+        max_value=generate.MAX_SEED,
+        value=0,
+        step=1,
+        key="seed",
+        bind="query-params",
+        help="Digit i of the grid uses seed + i, so any tile can be made again on its own.",
+    )
+    count = count_column.number_input(
+        "Digits",
+        min_value=1,
+        max_value=MAX_COUNT,
+        value=64,
+        step=1,
+        key="count",
+        bind="query-params",
+        disabled=digit == "rows",
+        help="Number of digits in the grid (with all classes in rows: classes x columns).",
+    )
+    columns = columns_column.number_input(
+        "Columns",
+        min_value=1,
+        max_value=MAX_COLUMNS,
+        value=8,
+        step=1,
+        key="columns",
+        bind="query-params",
+        help="Digits per row of the grid.",
+    )
+    latent_scale = scale_column.number_input(
+        "Latent scale",
+        min_value=0.05,
+        max_value=3.0,
+        value=1.0,
+        step=0.05,
+        format="%.2f",
+        key="latent_scale",
+        bind="query-params",
+        help="Multiplies every latent vector (the truncation trick): below 1 gives more typical, "
+        "less varied digits.",
+    )
+    latent_scale = round(float(latent_scale), 4)
+    request = generate.GridRequest(
+        seed=int(seed), count=int(count), columns=int(columns), latent_scale=latent_scale, digit=digit
+    )
+    total = num_classes * request.columns if digit == "rows" else request.count
+    try:
+        demo.check_generate_request(total, limits=limits)
+        result = generate.make_grid(generator, request)
+    except InputError as error:
+        st.error(str(error))
+        st.session_state.pop(GRID_PNG_KEY, None)
+        return latent_scale
+
+    grid_png = generate.png_bytes(result.grid)
+    st.session_state[GRID_PNG_KEY] = grid_png
+    last_seed = result.seeds[-1]
+    st.image(
+        generate.png_bytes(result.grid, dashboard.display_scale(result.grid.shape[1])),
+        caption=f"{len(result.images)} digits from seeds {request.seed} to {last_seed}",
+    )
+    png_column, npz_column = st.columns(2)
+    png_column.download_button(
+        "Download the grid as PNG",
+        data=grid_png,
+        file_name="digits.png",
+        mime="image/png",
+        on_click="ignore",
+        help="The grid at its real size, one pixel per generated pixel.",
+    )
+    npz_column.download_button(
+        "Download the images as .npz",
+        data=lambda: generate.npz_bytes(result.images, result.seeds, result.labels),
+        file_name="digits.npz",
+        mime="application/octet-stream",
+        on_click="ignore",
+        help="Arrays: images (uint8, N x 28 x 28), seeds, and labels for a conditional generator.",
+    )
+    st.caption("The same grid from a shell:")
+    st.code(dashboard.generate_command(source, request, "digits.png"), language="bash", wrap_lines=True)
+    return latent_scale
+
+
+def render_interpolation(source, generator, num_classes: int | None, latent_scale: float, limits) -> None:
+    st.header("Interpolation")
+    st.caption(
+        "Digits on the spherical path between the latent vectors of two seeds, with the latent scale above."
+    )
+    from_column, to_column, steps_column, digit_column = st.columns(4)
+    from_seed = from_column.number_input(
+        "From seed",
+        min_value=0,
+        max_value=generate.MAX_SEED,
+        value=0,
+        step=1,
+        key="from_seed",
+        bind="query-params",
+    )
+    to_seed = to_column.number_input(
+        "To seed",
+        min_value=0,
+        max_value=generate.MAX_SEED,
+        value=1,
+        step=1,
+        key="to_seed",
+        bind="query-params",
+    )
+    steps = steps_column.number_input(
+        "Steps",
+        min_value=2,
+        max_value=MAX_STEPS,
+        value=10,
+        step=1,
+        key="steps",
+        bind="query-params",
+        help="Digits in the strip, both ends included.",
+    )
+    digit = None
+    if num_classes is not None:
+        digit = digit_column.selectbox(
+            "Digit class of the strip",
+            list(range(num_classes)),
+            key="generate_interpolation_digit",
+            help="A conditional generator keeps one class along the path.",
+        )
+    request = generate.GridRequest(seed=int(from_seed), latent_scale=latent_scale, digit=digit)
+    try:
+        demo.check_generate_request(1, int(steps), limits=limits)
+        result = generate.make_interpolation(generator, request, int(to_seed), int(steps))
+    except InputError as error:
+        st.error(str(error))
+        st.session_state.pop(STRIP_PNG_KEY, None)
+        return
+
+    strip_png = generate.png_bytes(result.grid)
+    st.session_state[STRIP_PNG_KEY] = strip_png
+    st.image(
+        generate.png_bytes(
+            result.grid, dashboard.display_scale(result.grid.shape[1], target=1100, max_scale=4)
+        ),
+        caption=f"seed {request.seed} to seed {int(to_seed)} in {len(result.images)} steps",
+    )
+    animation = dashboard.interpolation_gif(result.images)
+    gif_column, downloads_column = st.columns([1, 2])
+    gif_column.image(animation, caption="The same path, forth and back")
+    downloads_column.download_button(
+        "Download the strip as PNG",
+        data=strip_png,
+        file_name="interpolation.png",
+        mime="image/png",
+        on_click="ignore",
+    )
+    downloads_column.download_button(
+        "Download the animation as GIF",
+        data=animation,
+        file_name="interpolation.gif",
+        mime="image/gif",
+        on_click="ignore",
+    )
+    st.caption("The same strip from a shell:")
+    st.code(
+        dashboard.generate_command(
+            source, request, "interpolation.png", interpolate_to=int(to_seed), steps=int(steps)
+        ),
+        language="bash",
+        wrap_lines=True,
+    )
+
+
+# Page -------------------------------------------------------------------------------
+
+_shared.run_through_app()
+st.title("Generate")
+st.caption(
+    "Digits from chosen seeds: the same generator, seeds and settings give the same pixels here, "
+    "after a reload, in another tab and from `python -m gan generate`."
+)
+limits = _shared.demo_limits()
+_shared.show_demo_notice(limits)
+
+source = choose_source(_shared.runs_dir())
+if source is None:
+    st.info(
+        "No generator yet. Train a run on the **Train** page: its first checkpoint appears after "
+        "checkpoint_every_steps steps or one epoch. A checkout with the shipped model also offers "
+        f"**Pretrained (shipped)** from {dashboard.PRETRAINED_GENERATOR_NAME}."
+    )
+    st.stop()
+
+try:
+    generator = load_generator(
+        source, str(source.file or source.run_dir), source.checkpoint_step, source.modified_time()
+    )
+except InputError as error:
+    log.warning("loading generator %s (%s) failed: %s", source.run_dir or source.file, source.label, error)
+    st.error(str(error))
+    st.stop()
+num_classes = generate.num_classes_of(generator)
+
+latent_scale = render_grid(source, generator, num_classes, limits)
+render_interpolation(source, generator, num_classes, latent_scale, limits)

@@ -1,0 +1,228 @@
+"""Losses page: loss and discriminator histories of runs, live while they train, and samples by epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from gan import dashboard, history, runs
+from gan.generate import png_bytes
+from pages import _charts, _shared
+
+HISTORIES_KEY = "losses_histories"
+DISPLAY_CACHE_KEY = "losses_display_cache"
+COMPARE_KEY = "losses_compare"
+SMOOTHING_KEY = "losses_smoothing"
+# TensorBoard's default smoothing weight.
+DEFAULT_SMOOTHING = 0.6
+SAMPLES_REFRESH_SECONDS = 5.0
+
+
+def tracked_history(run_dir: Path, file_name: str, key: str) -> history.CsvHistory:
+    """Return this session's reader of one run's CSV history, created on first use."""
+    readers = st.session_state.setdefault(HISTORIES_KEY, {})
+    path = run_dir / file_name
+    if str(path) not in readers:
+        readers[str(path)] = history.CsvHistory(path, key)
+    return readers[str(path)]
+
+
+def read_histories(run_dirs: list[Path], labels: dict[str, str], file_name: str, key: str):
+    """Read the new rows of each run's history; return frames by run label and their versions."""
+    frames, versions = {}, []
+    for run_dir in run_dirs:
+        reader = tracked_history(run_dir, file_name, key)
+        reader.refresh()
+        frames[labels[str(run_dir)]] = reader.frame
+        versions.append((str(run_dir), reader.version))
+    return frames, tuple(versions)
+
+
+def cached_display_frame(frames, versions, smoothing: float):
+    """Smooth and downsample only when a history grew or the smoothing changed."""
+    cache_key = (versions, smoothing)
+    cached = st.session_state.get(DISPLAY_CACHE_KEY)
+    if cached is None or cached[0] != cache_key:
+        series = history.LOSS_SERIES + history.DISCRIMINATOR_SERIES
+        cached = (cache_key, history.display_frame(frames, series, smoothing=smoothing))
+        st.session_state[DISPLAY_CACHE_KEY] = cached
+    return cached[1]
+
+
+@st.fragment(run_every=_shared.REFRESH_SECONDS)
+def render_histories(run_dirs: list[Path], labels: dict[str, str], smoothing: float) -> None:
+    metrics, versions = read_histories(run_dirs, labels, runs.METRICS_FILE, "step")
+    if all(frame.empty for frame in metrics.values()):
+        st.info(
+            f"No rows in {runs.METRICS_FILE} yet: the trainer appends one every log_every_steps steps, "
+            "and this page shows them within a few seconds."
+        )
+    else:
+        frame = cached_display_frame(metrics, versions, smoothing)
+        loss_column, generator_column = st.columns(2)
+        loss_column.altair_chart(
+            _charts.curve_chart(frame[frame["series"] == "d_loss"], "Discriminator loss", "d_loss")
+        )
+        generator_column.altair_chart(
+            _charts.curve_chart(frame[frame["series"] == "g_loss"], "Generator loss", "g_loss")
+        )
+        outputs = frame[frame["series"].isin(history.DISCRIMINATOR_SERIES)]
+        st.altair_chart(
+            _charts.curve_chart(
+                outputs,
+                "Mean discriminator output on real digits, D(x), and on generated digits, D(G(z))",
+                "mean D output",
+                several_series=True,
+            )
+        )
+        rows = max(len(frame) for frame in metrics.values())
+        if rows > history.DEFAULT_MAX_POINTS:
+            st.caption(
+                f"The longest history has {rows:,} rows; each curve is drawn with at most "
+                f"{history.DEFAULT_MAX_POINTS:,} points that keep every local minimum and maximum."
+            )
+
+    epochs, _ = read_histories(run_dirs, labels, runs.EPOCHS_FILE, "epoch")
+    per_epoch = history.epochs_frame(epochs)
+    if not per_epoch.empty:
+        seconds_column, rate_column = st.columns(2)
+        seconds_column.altair_chart(_charts.epoch_chart(per_epoch, "seconds", "Seconds per epoch", "seconds"))
+        rate_column.altair_chart(
+            _charts.epoch_chart(per_epoch, "images_per_second", "Images per second", "images/s")
+        )
+
+    with st.expander("Download the histories as CSV"):
+        for run_dir in run_dirs:
+            label = labels[str(run_dir)]
+            metrics_column, epochs_column = st.columns(2)
+            for column, file_name in ((metrics_column, runs.METRICS_FILE), (epochs_column, runs.EPOCHS_FILE)):
+                path = run_dir / file_name
+                column.download_button(
+                    f"{label}: {file_name}",
+                    data=lambda path=path: history.complete_csv_bytes(path),
+                    file_name=f"{run_dir.name}-{file_name}",
+                    mime="text/csv",
+                    on_click="ignore",
+                    disabled=not path.exists(),
+                    key=f"download:{path}",
+                )
+
+
+def follow_latest(key: str, options: list[int]) -> None:
+    """Keep a widget on the newest option while it was on the newest one, as new epochs arrive."""
+    latest_key = f"{key}:latest"
+    if st.session_state.get(key) not in options or st.session_state.get(key) == st.session_state.get(
+        latest_key
+    ):
+        st.session_state[key] = options[-1]
+    st.session_state[latest_key] = options[-1]
+
+
+@st.fragment(run_every=SAMPLES_REFRESH_SECONDS)
+def render_samples(run_dir: Path) -> None:
+    st.header("Samples by epoch")
+    samples = history.list_epoch_samples(run_dir)
+    if not samples:
+        st.info(
+            f"No sample grids yet: the trainer writes {runs.SAMPLES_DIR}/epoch_0000.png "
+            "before the first step and one grid after every epoch."
+        )
+        return
+    epochs = list(samples)
+    grid_width = history.read_grid(samples[epochs[0]]).shape[1]
+
+    if len(epochs) > 1:
+        slider_key = f"losses_epoch:{run_dir}"
+        follow_latest(slider_key, epochs)
+        epoch = st.select_slider("Epoch", options=epochs, key=slider_key, help="0 is before training.")
+    else:
+        epoch = epochs[0]
+    grid = history.read_grid(samples[epoch])
+    caption = "before training" if epoch == 0 else f"after epoch {epoch}"
+    st.image(
+        png_bytes(grid, dashboard.display_scale(grid.shape[1], target=420)),
+        caption=f"Sample grid {caption}, from the run's fixed sample seeds",
+    )
+
+    st.subheader("Epochs side by side")
+    strip_key = f"losses_strip:{run_dir}"
+    default_key = f"{strip_key}:default"
+    default = history.default_strip_epochs(epochs)
+    chosen = st.session_state.get(strip_key)
+    if chosen is None or chosen == st.session_state.get(default_key):
+        # Untouched by the user: follow the default as epochs arrive.
+        st.session_state[strip_key] = default
+    else:
+        st.session_state[strip_key] = [epoch for epoch in chosen if epoch in samples]
+    st.session_state[default_key] = default
+    chosen = st.multiselect("Epochs", epochs, key=strip_key, help="Grids of these epochs, left to right.")
+    if chosen:
+        scale = dashboard.display_scale(grid_width * len(chosen), target=1100, max_scale=3)
+        st.image(
+            [png_bytes(history.read_grid(samples[epoch]), scale) for epoch in sorted(chosen)],
+            caption=[f"epoch {epoch}" for epoch in sorted(chosen)],
+        )
+        strip_column, gif_column = st.columns(2)
+        strip_column.download_button(
+            "Download the strip as PNG",
+            data=lambda: history.epoch_strip_png(samples, chosen),
+            file_name=f"{run_dir.name}-epochs.png",
+            mime="image/png",
+            on_click="ignore",
+        )
+    else:
+        gif_column = st.container()
+    gif_column.download_button(
+        f"Download a GIF of all {len(epochs)} epoch grids",
+        data=lambda: history.epoch_gif(samples),
+        file_name=f"{run_dir.name}-epochs.gif",
+        mime="image/gif",
+        on_click="ignore",
+    )
+
+
+# Page -------------------------------------------------------------------------------
+
+_shared.run_through_app()
+st.title("Losses")
+st.caption(
+    "Losses and discriminator outputs of training runs against step, read from each run's "
+    f"{runs.METRICS_FILE} and {runs.EPOCHS_FILE}; live while a run trains."
+)
+_shared.show_demo_notice(_shared.demo_limits())
+
+run_dir = _shared.current_run()
+if run_dir is None or not runs.is_run(run_dir):
+    st.info("No run to show yet. Start a run on the **Train** page; its losses appear here while it trains.")
+    st.stop()
+
+found = dashboard.dashboard_runs(_shared.runs_dir())
+labels = {str(info.path): dashboard.run_label(info) for info in found}
+labels.setdefault(str(run_dir), run_dir.name)
+others = [path for path in labels if path != str(run_dir)]
+st.session_state[COMPARE_KEY] = [path for path in st.session_state.get(COMPARE_KEY, []) if path in others]
+compare_column, smoothing_column = st.columns(2)
+compared = compare_column.multiselect(
+    "Compare with",
+    others,
+    format_func=labels.get,
+    key=COMPARE_KEY,
+    help="Runs drawn on the same charts as the current run, one colour each.",
+    placeholder="other runs",
+    persist_state="session",
+)
+st.session_state.setdefault(SMOOTHING_KEY, DEFAULT_SMOOTHING)
+smoothing = smoothing_column.slider(
+    "Smoothing",
+    min_value=0.0,
+    max_value=0.99,
+    step=0.01,
+    key=SMOOTHING_KEY,
+    help="Weight of TensorBoard's debiased exponential moving average: 0 draws the raw values. "
+    "The raw curve stays faint behind the smoothed one.",
+    persist_state="session",
+)
+
+render_histories([run_dir, *map(Path, compared)], labels, smoothing)
+render_samples(run_dir)

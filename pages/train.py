@@ -1,0 +1,304 @@
+"""Train page: start a run from a form, follow it live, stop it and resume it."""
+
+from __future__ import annotations
+
+from dataclasses import Field, fields
+from pathlib import Path
+
+import streamlit as st
+from streamlit.logger import get_logger
+
+from gan import dashboard, demo, devices, history, runs
+from gan.config import GROUPS, MODEL_KINDS, PRECISIONS, STRATEGIES, TrainConfig, field_group, field_help
+from gan.errors import InputError
+from gan.generate import png_bytes
+from pages import _shared
+
+log = get_logger("pages.train")
+
+FORM_KEY_PREFIX = "train_"
+RUN_NAME_KEY = FORM_KEY_PREFIX + dashboard.RUN_NAME_FIELD
+ERRORS_KEY = "train_errors"
+FORM_MESSAGE_KEY = "train_message"
+CONTROL_MESSAGE_KEY = "train_control_message"
+FORM_ERROR = "form"  # errors that belong to no single field
+CHOICES = {"model": MODEL_KINDS, "strategy": STRATEGIES, "precision": PRECISIONS}
+FORM_COLUMNS = 3
+LOG_LINES = 40
+
+
+def widget_key(name: str) -> str:
+    return FORM_KEY_PREFIX + name
+
+
+def is_float_field(field: Field) -> bool:
+    return "float" in str(field.type)
+
+
+def init_form_state(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
+    """Put the TrainConfig defaults, within the demo limits, into the form's session state once."""
+    defaults = demo.default_config(limits)
+    for field in fields(TrainConfig):
+        key = widget_key(field.name)
+        if key not in st.session_state:
+            value = getattr(defaults, field.name)
+            # Float fields are text inputs, so that 2e-4 can be typed.
+            st.session_state[key] = repr(value) if is_float_field(field) else value
+    if RUN_NAME_KEY not in st.session_state:
+        st.session_state[RUN_NAME_KEY] = dashboard.default_run_name(runs_dir)
+
+
+def form_values() -> dict:
+    return {field.name: st.session_state.get(widget_key(field.name)) for field in fields(TrainConfig)}
+
+
+# Actions (button callbacks, which run before the page is drawn again) -------------
+
+
+def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
+    """Validate the form; start the run when it is valid, else record each field's error."""
+    config, errors = dashboard.config_from_form(form_values())
+    run_dir = None
+    try:
+        run_dir = dashboard.check_run_name(st.session_state.get(RUN_NAME_KEY, ""), runs_dir)
+    except dashboard.RunNameError as error:
+        errors[dashboard.RUN_NAME_FIELD] = str(error)
+    st.session_state[ERRORS_KEY] = errors
+    if errors or config is None or run_dir is None:
+        return
+
+    try:
+        with demo.admission_lock(runs_dir):
+            demo.check_train_request(config, runs_dir, limits)
+            runs.create_run(run_dir, config)
+            pid = runs.launch(run_dir)
+    except demo.DemoLimitError as error:
+        st.session_state[ERRORS_KEY] = {dashboard.error_field(str(error)) or FORM_ERROR: str(error)}
+        return
+    except (InputError, OSError) as error:
+        log.warning("starting run %s failed: %s", run_dir, error)
+        st.session_state[ERRORS_KEY] = {FORM_ERROR: f"Starting the trainer failed: {error}"}
+        return
+    log.info("started run %s, trainer pid %d", run_dir, pid)
+    st.session_state[FORM_MESSAGE_KEY] = (
+        f"Started run {run_dir.name} (trainer pid {pid}). It is now the current run; "
+        "its progress appears below within a few seconds."
+    )
+    st.session_state[RUN_NAME_KEY] = dashboard.default_run_name(runs_dir)
+    _shared.select_run(run_dir)
+
+
+def stop_run(run_dir: Path) -> None:
+    try:
+        runs.stop(run_dir)
+    except InputError as error:
+        st.session_state[CONTROL_MESSAGE_KEY] = ("error", str(error))
+        return
+    except OSError as error:
+        log.warning("stopping run %s failed: %s", run_dir, error)
+        st.session_state[CONTROL_MESSAGE_KEY] = ("error", f"Stopping {run_dir.name} failed: {error}")
+        return
+    log.info("sent SIGTERM to the trainer of run %s", run_dir)
+    st.session_state[CONTROL_MESSAGE_KEY] = (
+        "info",
+        f"Asked run {run_dir.name} to stop: it writes a checkpoint after the current step and exits.",
+    )
+
+
+def start_run(run_dir: Path, resume: bool, runs_dir: Path, limits: demo.DemoLimits | None) -> None:
+    """Start a new run's trainer, or resume a stopped one, from its saved config."""
+    try:
+        with demo.admission_lock(runs_dir):
+            demo.check_train_request(runs.load_config(run_dir), runs_dir, limits)
+            pid = runs.launch(run_dir, resume=resume)
+    except InputError as error:
+        st.session_state[CONTROL_MESSAGE_KEY] = ("error", str(error))
+        return
+    except OSError as error:
+        log.warning("starting run %s failed: %s", run_dir, error)
+        st.session_state[CONTROL_MESSAGE_KEY] = ("error", f"Starting the trainer failed: {error}")
+        return
+    log.info("%s run %s, trainer pid %d", "resumed" if resume else "started", run_dir, pid)
+    verb = "Resumed" if resume else "Started"
+    st.session_state[CONTROL_MESSAGE_KEY] = ("info", f"{verb} run {run_dir.name} (trainer pid {pid}).")
+
+
+# Layout -----------------------------------------------------------------------------
+
+
+def field_widget(field: Field, error: str | None) -> None:
+    key = widget_key(field.name)
+    help_text = field_help(field.name)
+    if field.name in CHOICES:
+        st.selectbox(field.name, CHOICES[field.name], key=key, help=help_text, persist_state="session")
+    elif is_float_field(field):
+        st.text_input(
+            field.name,
+            key=key,
+            help=help_text + " Accepts scientific notation such as 2e-4.",
+            persist_state="session",
+        )
+    elif field.name == "data":
+        st.text_input(field.name, key=key, help=help_text, persist_state="session")
+    else:
+        # No min_value: TrainConfig.validate checks the range and its message shows here.
+        st.number_input(
+            field.name,
+            step=1,
+            key=key,
+            help=help_text,
+            placeholder="every image" if field.name == "max_images" else None,
+            persist_state="session",
+        )
+    if error:
+        st.error(error)
+
+
+def render_form(runs_dir: Path, limits: demo.DemoLimits | None, expanded: bool) -> None:
+    errors = st.session_state.get(ERRORS_KEY, {})
+    with st.expander("New run", expanded=expanded or bool(errors)), st.form("train_form", border=False):
+        st.text_input(
+            "Run name",
+            key=RUN_NAME_KEY,
+            help="Name of the run's folder under the runs folder: letters, digits, '.', '_' and '-'.",
+        )
+        if errors.get(dashboard.RUN_NAME_FIELD):
+            st.error(errors[dashboard.RUN_NAME_FIELD])
+        for group, title in GROUPS.items():
+            st.markdown(f"**{title}**")
+            columns = st.columns(FORM_COLUMNS)
+            group_fields = [field for field in fields(TrainConfig) if field_group(field.name) == group]
+            for index, field in enumerate(group_fields):
+                with columns[index % FORM_COLUMNS]:
+                    field_widget(field, errors.get(field.name))
+        if errors.get(FORM_ERROR):
+            st.error(errors[FORM_ERROR])
+        st.form_submit_button(
+            "Start training",
+            type="primary",
+            on_click=submit_form,
+            args=(runs_dir, limits),
+        )
+    message = st.session_state.pop(FORM_MESSAGE_KEY, None)
+    if message:
+        st.success(message)
+
+
+@st.fragment(run_every=_shared.REFRESH_SECONDS)
+def render_runs_table(runs_dir: Path) -> None:
+    found = dashboard.dashboard_runs(runs_dir)
+    if not found:
+        st.info(f"No runs in {runs_dir} yet: fill in the form above and press **Start training**.")
+        return
+    st.dataframe(dashboard.runs_frame(found), hide_index=True)
+
+
+@st.fragment(run_every=_shared.REFRESH_SECONDS)
+def render_run(run_dir: Path, runs_dir: Path, limits: demo.DemoLimits | None) -> None:
+    """Show the progress, controls, latest sample grid and log of one run, refreshed on a timer."""
+    if not runs.is_run(run_dir):
+        st.warning(f"{run_dir} is no longer a run folder; choose another run in the sidebar.")
+        return
+    info = runs.run_info(run_dir)
+    read_only = dashboard.is_read_only(run_dir)
+    st.subheader(dashboard.run_label(info))
+
+    live = info.state in runs.LIVE_STATES
+    if info.state == "starting":
+        text = "starting: the trainer is importing TensorFlow and loading the data"
+    else:
+        text = f"epoch {info.epoch}/{info.epochs}, step {info.step}/{info.total_steps}"
+    st.progress(dashboard.progress_fraction(info.step, info.total_steps), text=text)
+    state_column, rate_column, eta_column = st.columns(3)
+    state_column.metric("State", info.state)
+    rate = info.images_per_second
+    rate_column.metric("Images per second", f"{rate:,.0f}" if rate else "–")
+    eta = dashboard.format_duration(info.eta_seconds) if info.state == "running" else ""
+    eta_column.metric("ETA", eta or "–")
+
+    if info.state in ("failed", "crashed") and info.last_error:
+        st.error(f"Last error: {info.last_error}")
+    elif info.state == "crashed":
+        st.warning(
+            "The trainer process is gone (killed or crashed). Resume continues from the last checkpoint."
+        )
+    render_controls(run_dir, info.state, read_only, runs_dir, limits)
+
+    samples = history.list_epoch_samples(run_dir)
+    if samples:
+        epoch, path = list(samples.items())[-1]
+        grid = history.read_grid(path)
+        caption = "before training" if epoch == 0 else f"after epoch {epoch}"
+        st.image(
+            png_bytes(grid, dashboard.display_scale(grid.shape[1], target=360)),
+            caption=f"Sample grid {caption}, from the run's fixed sample seeds",
+        )
+    elif live:
+        st.caption("The first sample grid appears once the trainer has built the model.")
+
+    log_path = run_dir / runs.LOG_FILE
+    with st.expander(f"{runs.LOG_FILE}, last {LOG_LINES} lines", expanded=info.state == "failed"):
+        st.code(dashboard.log_tail(log_path, LOG_LINES) or "(empty)", language=None, wrap_lines=True)
+
+
+def render_controls(
+    run_dir: Path, state: str, read_only: bool, runs_dir: Path, limits: demo.DemoLimits | None
+) -> None:
+    if read_only:
+        st.caption("The shipped demo run is read-only: train your own run with the form above.")
+        return
+    if state in ("starting", "running"):
+        st.button("Stop", key="stop_run", on_click=stop_run, args=(run_dir,))
+    elif state == "stopping":
+        st.caption("Stopping: the trainer writes a checkpoint after the current step, then exits.")
+    elif state in runs.RESUMABLE_STATES:
+        st.button(
+            "Resume",
+            key="resume_run",
+            type="primary",
+            on_click=start_run,
+            args=(run_dir, True, runs_dir, limits),
+            help="Continue from the latest checkpoint with the same config, step and optimizer state.",
+        )
+    elif state == "new":
+        st.button(
+            "Start",
+            key="start_run",
+            type="primary",
+            on_click=start_run,
+            args=(run_dir, False, runs_dir, limits),
+        )
+    message = st.session_state.pop(CONTROL_MESSAGE_KEY, None)
+    if message:
+        kind, text = message
+        (st.error if kind == "error" else st.info)(text)
+
+
+# Page -------------------------------------------------------------------------------
+
+_shared.run_through_app()
+st.title("Train")
+st.caption(
+    "Start a DCGAN training run on handwritten digits, watch it, stop it and resume it. "
+    "Every run is a folder; `python -m gan` starts, stops and lists the same runs from a shell."
+)
+limits = _shared.demo_limits()
+_shared.show_demo_notice(limits)
+device_notice = st.empty()
+
+runs_dir = _shared.runs_dir()
+init_form_state(runs_dir, limits)
+render_form(runs_dir, limits, expanded=not dashboard.dashboard_runs(runs_dir))
+
+st.header("Runs")
+render_runs_table(runs_dir)
+run_dir = _shared.current_run()
+if run_dir is not None:
+    render_run(run_dir, runs_dir, limits)
+
+# Last, because the first call imports TensorFlow, which takes a few seconds.
+gpus = devices.visible_gpus()
+if gpus:
+    device_notice.caption(f"GPUs visible to TensorFlow: {', '.join(gpus)}.")
+else:
+    device_notice.info("No GPU is visible to TensorFlow, so training runs on the CPU.")

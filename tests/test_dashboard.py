@@ -1,0 +1,236 @@
+"""gan.dashboard: run names, the Train form's values, the runs table and generator sources."""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from gan import dashboard, runs
+from gan.config import TrainConfig
+from gan.generate import GridRequest
+
+FORM_DEFAULTS = {
+    name: repr(value) if isinstance(value, float) else value
+    for name, value in TrainConfig().to_dict().items()
+}
+
+
+def form(**changes):
+    return {**FORM_DEFAULTS, **changes}
+
+
+# Run names ----------------------------------------------------------------------------------
+
+
+def test_default_run_name_is_timestamped(tmp_path):
+    name = dashboard.default_run_name(tmp_path, now=0)
+    assert name.startswith("run-19")
+    assert len(name) == len("run-YYYYMMDD-HHMMSS")
+
+
+def test_default_run_name_avoids_existing(tmp_path):
+    existing_name = dashboard.default_run_name(tmp_path, now=0)
+    (tmp_path / existing_name).mkdir()
+    assert dashboard.default_run_name(tmp_path, now=0) == f"{existing_name}-2"
+
+
+def test_check_run_name_accepts_folder_name(tmp_path):
+    assert dashboard.check_run_name(" dcgan-v1.2_a ", tmp_path) == tmp_path / "dcgan-v1.2_a"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "run_name is empty"),
+        ("a/b", "without / or"),
+        ("..\\b", "without / or"),
+        ("..", "may contain only"),
+        (".hidden", "may contain only"),
+        ("two words", "may contain only"),
+        ("x" * 101, "at most 100 characters"),
+    ],
+)
+def test_check_run_name_rejects(tmp_path, name, message):
+    with pytest.raises(dashboard.RunNameError, match=message):
+        dashboard.check_run_name(name, tmp_path)
+
+
+def test_check_run_name_rejects_existing(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(dashboard.RunNameError, match="already exists"):
+        dashboard.check_run_name("taken", tmp_path)
+
+
+# The Train form ---------------------------------------------------------------------------------
+
+
+def test_form_defaults_give_default_config():
+    config, errors = dashboard.config_from_form(form())
+    assert errors == {}
+    assert config == TrainConfig()
+
+
+def test_form_parses_scientific_notation():
+    config, errors = dashboard.config_from_form(form(generator_lr="1e-3", max_images=None))
+    assert errors == {}
+    assert config.generator_lr == 0.001
+    assert config.max_images is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"epochs": 0}, "epochs", "epochs must be a positive integer, got 0"),
+        ({"generator_lr": "nan"}, "generator_lr", "finite number greater than 0"),
+        ({"generator_lr": "inf"}, "generator_lr", "finite number greater than 0"),
+        ({"discriminator_lr": "0"}, "discriminator_lr", "finite number greater than 0"),
+        ({"beta_1": "fast"}, "beta_1", "beta_1 must be a number such as 0.5, got 'fast'"),
+        ({"data": "/no/such/folder"}, "data", "neither a known dataset"),
+        ({"max_images": 100, "batch_size": 128}, "batch_size", "larger than the 100 training images"),
+        ({"max_images": 0}, "max_images", "max_images must be a positive integer"),
+        ({"model": "gan"}, "model", "model must be one of dcgan, conditional"),
+    ],
+)
+def test_form_error_beside_field(changes, field, message):
+    config, errors = dashboard.config_from_form(form(**changes))
+    assert config is None
+    assert list(errors) == [field]
+    assert message in errors[field]
+
+
+def test_form_reports_every_independent_error():
+    config, errors = dashboard.config_from_form(form(epochs=0, generator_lr="abc", width=-1))
+    assert config is None
+    assert set(errors) == {"epochs", "generator_lr", "width"}
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ("epochs must be a positive integer, got 0.", "epochs"),
+        ("run_name is empty; enter a name such as run-1.", "run_name"),
+        ("data: not found", "data"),
+        ("demo mode allows 1 run training at a time", None),
+        ("", None),
+    ],
+)
+def test_error_field(message, field):
+    assert dashboard.error_field(message) == field
+
+
+# The runs table ---------------------------------------------------------------------------------
+
+
+def make_run(runs_dir, name, status=None, **config):
+    run_dir = runs.create_run(runs_dir / name, TrainConfig(**config))
+    if status:
+        (run_dir / runs.STATUS_FILE).write_text(json.dumps(status))
+    return run_dir
+
+
+def test_runs_frame_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(dashboard, "DEMO_RUN_DIR", tmp_path / "no-demo-run")
+    make_run(tmp_path, "new-run", model="conditional")
+    make_run(
+        tmp_path,
+        "done",
+        {
+            "state": "finished",
+            "epoch": 3,
+            "epochs": 3,
+            "step": 30,
+            "total_steps": 30,
+            "images_per_second": 812.4,
+        },
+    )
+    frame = dashboard.runs_frame(dashboard.dashboard_runs(tmp_path))
+    assert list(frame.columns) == ["run", "state", "epoch", "step", "images/s", "ETA", "model", "data"]
+    rows = frame.set_index("run")
+    assert rows.loc["new-run", "state"] == "new"
+    assert rows.loc["new-run", "model"] == "conditional"
+    assert rows.loc["new-run", "epoch"] == "0/20"
+    assert rows.loc["done", "step"] == "30/30"
+    assert rows.loc["done", "images/s"] == "812"
+    assert rows.loc["new-run", "images/s"] == ""
+    assert rows.loc["done", "ETA"] == ""
+
+
+def test_dashboard_runs_add_shipped_demo_run(tmp_path, monkeypatch):
+    shipped = make_run(tmp_path / "assets", "demo-run", {"state": "finished"})
+    monkeypatch.setattr(dashboard, "DEMO_RUN_DIR", shipped)
+    make_run(tmp_path / "runs", "mine")
+    found = dashboard.dashboard_runs(tmp_path / "runs")
+    assert [info.name for info in found] == ["mine", "demo-run"]
+    assert dashboard.is_read_only(found[1].path)
+    assert not dashboard.is_read_only(found[0].path)
+    assert dashboard.run_label(found[1]) == "demo-run (shipped)"
+
+
+def test_dashboard_runs_without_shipped_demo_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(dashboard, "DEMO_RUN_DIR", tmp_path / "absent")
+    assert dashboard.dashboard_runs(tmp_path / "runs") == []
+    assert dashboard.shipped_demo_run() is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, ""), (float("inf"), ""), (0, "0m00s"), (65.4, "1m05s"), (3725, "1h02m")],
+)
+def test_format_duration(seconds, text):
+    assert dashboard.format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(("step", "total", "fraction"), [(0, 0, 0.0), (5, 10, 0.5), (12, 10, 1.0)])
+def test_progress_fraction(step, total, fraction):
+    assert dashboard.progress_fraction(step, total) == fraction
+
+
+def test_log_tail_returns_last_lines(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text("".join(f"line {number}\n" for number in range(100)))
+    assert dashboard.log_tail(path, max_lines=3) == "line 97\nline 98\nline 99"
+    assert dashboard.log_tail(path, max_lines=50, max_bytes=30).splitlines()[0].startswith("line 9")
+    assert dashboard.log_tail(tmp_path / "missing.log") == ""
+
+
+# Generator sources and commands ------------------------------------------------------------------
+
+
+def test_generate_command_for_checkpoint():
+    source = dashboard.GeneratorSource("epoch 2, step 16", run_dir=Path("runs/my run"), checkpoint_step=16)
+    request = GridRequest(seed=7, count=16, columns=4, latent_scale=0.7, digit=None)
+    command = dashboard.generate_command(source, request, "digits.png")
+    assert shlex.split(command) == [
+        "python", "-m", "gan", "generate", "--run-dir", "runs/my run", "--checkpoint", "16",
+        "--seed", "7", "--count", "16", "--columns", "4", "--latent-scale", "0.7", "--output", "digits.png",
+    ]  # fmt: skip
+
+
+def test_generate_command_for_interpolation_of_file():
+    source = dashboard.GeneratorSource("Pretrained (shipped)", file=Path("assets/pretrained/generator.keras"))
+    request = GridRequest(seed=1, latent_scale=1.0, digit=3)
+    command = dashboard.generate_command(source, request, "strip.png", interpolate_to=9, steps=12)
+    assert shlex.split(command) == [
+        "python", "-m", "gan", "generate", "--generator", "assets/pretrained/generator.keras",
+        "--seed", "1", "--latent-scale", "1.0", "--digit", "3",
+        "--interpolate-to", "9", "--steps", "12", "--output", "strip.png",
+    ]  # fmt: skip
+
+
+def test_shell_path_relative_to_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert dashboard.shell_path(tmp_path / "runs" / "a") == "runs/a"
+    assert dashboard.shell_path(Path("/elsewhere/run")) == "/elsewhere/run"
+
+
+def test_has_generator(tmp_path):
+    assert not dashboard.has_generator(tmp_path)
+    (tmp_path / runs.CHECKPOINTS_DIR).mkdir()
+    (tmp_path / runs.CHECKPOINTS_DIR / "ckpt-8.json").write_text("{}")
+    assert dashboard.has_generator(tmp_path)
+
+
+@pytest.mark.parametrize(("width", "scale"), [(242, 2), (30, 8), (2000, 1), (0, 8)])
+def test_display_scale(width, scale):
+    assert dashboard.display_scale(width) == scale

@@ -1,0 +1,191 @@
+"""gan.demo: demo mode switches, limits, their overrides and the checks of train and generate requests."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from gan import demo, runs
+from gan.config import TrainConfig
+from gan.errors import InputError
+
+SMALL = {"data": "mnist", "max_images": 256, "epochs": 2, "batch_size": 32}
+
+
+def make_run(runs_dir, name: str, state: str | None = None):
+    run_dir = runs.create_run(runs_dir / name, TrainConfig(**SMALL))
+    if state == "starting":
+        # A launcher that has just started its trainer, here with the pid of the test process.
+        runs.write_status(run_dir, {"state": "starting", "pid": os.getpid()})
+    elif state:
+        runs.write_status(run_dir, {"state": state})
+    return run_dir
+
+
+# Switches and limits --------------------------------------------------------------------
+
+
+def test_demo_off_by_default():
+    assert demo.load_limits(environ={}) is None
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+def test_demo_on_by_environment(value):
+    assert demo.load_limits(environ={"GAN_DEMO": value}) == demo.DemoLimits()
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", "off", ""])
+def test_demo_off_by_environment(value):
+    assert demo.load_limits(environ={"GAN_DEMO": value}) is None
+
+
+@pytest.mark.parametrize("secret", [True, "true", 1])
+def test_demo_on_by_secret(secret):
+    assert demo.load_limits(secret, environ={}) == demo.DemoLimits()
+
+
+def test_demo_secret_false_keeps_it_off():
+    assert demo.load_limits(False, environ={}) is None
+
+
+def test_demo_rejects_unknown_switch_value():
+    with pytest.raises(InputError, match="GAN_DEMO must be 1 or 0"):
+        demo.load_limits(environ={"GAN_DEMO": "maybe"})
+
+
+def test_demo_default_limits():
+    limits = demo.DemoLimits()
+    assert limits.max_epochs == 5
+    assert limits.max_images == 10_000
+    assert limits.max_live_runs == 1
+    assert limits.max_digits == 256
+    assert limits.max_interpolation_steps == 32
+
+
+def test_demo_limits_overridden_by_environment():
+    environ = {"GAN_DEMO": "1", **{variable: "7" for variable in demo.LIMIT_VARIABLES.values()}}
+    limits = demo.load_limits(environ=environ)
+    assert limits == demo.DemoLimits(7, 7, 7, 7, 7)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten", "2.5"])
+def test_demo_rejects_bad_override(value):
+    environ = {"GAN_DEMO": "1", "GAN_DEMO_MAX_EPOCHS": value}
+    with pytest.raises(InputError, match="GAN_DEMO_MAX_EPOCHS must be a positive integer"):
+        demo.load_limits(environ=environ)
+
+
+def test_demo_describe_lists_every_limit():
+    lines = " ".join(demo.DemoLimits(3, 500, 2, 64, 8).describe())
+    for expected in (
+        "3 epochs",
+        "500 training images",
+        "2 runs training",
+        "64 digits",
+        "8 interpolation steps",
+    ):
+        assert expected in lines
+
+
+def test_default_config_within_limits():
+    config = demo.default_config(demo.DemoLimits(max_epochs=3, max_images=500))
+    assert config.epochs == 3
+    assert config.max_images == 500
+    assert config.batch_size == TrainConfig().batch_size
+
+
+def test_default_config_without_demo():
+    assert demo.default_config(None) == TrainConfig()
+
+
+# Train requests ---------------------------------------------------------------------------
+
+
+def test_train_check_passes_small_request(tmp_path):
+    demo.check_train_request(TrainConfig(**SMALL), tmp_path, demo.DemoLimits())
+
+
+def test_train_check_off_without_limits(tmp_path, monkeypatch):
+    monkeypatch.delenv("GAN_DEMO", raising=False)
+    demo.check_train_request(TrainConfig(epochs=500), tmp_path)
+
+
+def test_train_check_reads_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAN_DEMO", "1")
+    with pytest.raises(demo.DemoLimitError, match="epochs must be at most 5"):
+        demo.check_train_request(TrainConfig(**{**SMALL, "epochs": 6}), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 6}, r"^epochs must be at most 5 in demo mode, got 6\."),
+        ({"max_images": None}, r"^max_images is required in demo mode"),
+        ({"max_images": 10_001}, r"^max_images must be at most 10000 in demo mode, got 10001\."),
+        ({"data": "/etc"}, r"^data must be mnist or fashion_mnist in demo mode"),
+    ],
+)
+def test_train_check_rejects_config(tmp_path, change, message):
+    config = TrainConfig(**{**SMALL, **change})
+    with pytest.raises(demo.DemoLimitError, match=message):
+        demo.check_train_request(config, tmp_path, demo.DemoLimits())
+
+
+def test_train_check_counts_live_runs(tmp_path):
+    make_run(tmp_path, "finished", "finished")
+    make_run(tmp_path, "stopped", "stopped")
+    assert demo.count_live_runs(tmp_path) == 0
+    demo.check_train_request(TrainConfig(**SMALL), tmp_path, demo.DemoLimits())
+
+    make_run(tmp_path, "live", "starting")
+    assert demo.count_live_runs(tmp_path) == 1
+    with pytest.raises(demo.DemoLimitError, match="demo mode allows 1 run training at a time"):
+        demo.check_train_request(TrainConfig(**SMALL), tmp_path, demo.DemoLimits())
+    demo.check_train_request(TrainConfig(**SMALL), tmp_path, demo.DemoLimits(max_live_runs=2))
+
+
+def test_train_check_ignores_dead_trainer(tmp_path):
+    # "running" with no trainer holding the lock reads as crashed, which is not live.
+    make_run(tmp_path, "crashed", "running")
+    assert demo.count_live_runs(tmp_path) == 0
+
+
+def test_admission_lock_serialises_requests(tmp_path):
+    order = []
+
+    def second():
+        with demo.admission_lock(tmp_path):
+            order.append("second")
+
+    with demo.admission_lock(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join(timeout=5)
+    assert order == ["first", "second"]
+
+
+# Generate requests ------------------------------------------------------------------------
+
+
+def test_generate_check_passes_at_limits():
+    demo.check_generate_request(256, 32, demo.DemoLimits())
+
+
+def test_generate_check_rejects_count():
+    with pytest.raises(
+        demo.DemoLimitError, match=r"count must be at most 256 digits per grid in demo mode, got 257"
+    ):
+        demo.check_generate_request(257, None, demo.DemoLimits())
+
+
+def test_generate_check_rejects_steps():
+    with pytest.raises(demo.DemoLimitError, match=r"steps must be at most 32 in demo mode, got 33"):
+        demo.check_generate_request(1, 33, demo.DemoLimits())
+
+
+def test_generate_check_off_without_limits(monkeypatch):
+    monkeypatch.delenv("GAN_DEMO", raising=False)
+    demo.check_generate_request(100_000, 1000)
