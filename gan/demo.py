@@ -10,7 +10,6 @@ overrides it (``LIMIT_VARIABLES``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
@@ -186,9 +185,5 @@ def admission_lock(runs_dir: str | Path | None) -> Iterator[None]:
     """
     root = runs.runs_root(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ADMISSION_LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with runs.exclusive_lock(root / ADMISSION_LOCK_FILE):
+        yield

@@ -259,9 +259,9 @@ def trainer_lock(run_dir: str | Path, wait_seconds: float = 3.0) -> Iterator[Non
 
 
 @contextlib.contextmanager
-def _launch_lock(run_dir: Path) -> Iterator[None]:
-    """Serialise launches of one run across processes and browser sessions."""
-    with open(run_dir / LAUNCH_LOCK_FILE, "a+") as handle:
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``, waiting for other holders; serialises processes and sessions."""
+    with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -319,7 +319,7 @@ def launch(
     """
     run_dir = Path(run_dir)
     load_config(run_dir)
-    with _launch_lock(run_dir):
+    with exclusive_lock(run_dir / LAUNCH_LOCK_FILE):
         status = read_status(run_dir)
         if status["state"] in LIVE_STATES:
             raise RunError(
