@@ -4,7 +4,7 @@ Both sides train the same DCGAN configuration on the same MNIST digits in this
 one process, after a warm-up epoch each, and the script prints images per
 second for each and their ratio. The trainer side pays for metrics.csv rows,
 status.json heartbeats, checkpoints, sample grids and one ``fit`` call per
-epoch; a ratio near 1.0 means that bookkeeping is cheap.
+epoch. A ratio near 1.0 means that this bookkeeping is cheap.
 
     GAN_MNIST_PATH=../shared/data/mnist/mnist.npz python bench/train_overhead.py --epochs 3
 """

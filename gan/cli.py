@@ -2,7 +2,7 @@
 
 Exit status: 0 on success, 1 on a runtime failure, 2 on a usage or input
 error, with the message on stderr. TensorFlow is imported only by the
-subcommands that need it, so ``--help`` answers at once.
+subcommands that need it, so ``--help`` prints at once.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Seeds -> latent vectors -> digits: batches, grids, interpolation, PNG, GIF and .npz files.
 
-A digit is a pure function of its seed, the settings and the generator: its
+A digit is a pure function of its seed, the settings and the generator. Its
 latent vector comes from ``numpy.random.default_rng(seed)``, the generator
-runs in inference mode, and every batch has the same shape, so neither the
+runs in inference mode, and every batch has the same shape. So neither the
 other seeds of a request nor earlier calls change its pixels. A grid of K
 digits from seed S holds the digits of seeds S, S+1, ..., S+K-1.
 """
@@ -21,7 +21,7 @@ from PIL import Image
 from gan import runs
 from gan.errors import InputError
 
-# Every generator call sees a batch of exactly this many vectors (padded with
+# Every generator call gets a batch of exactly this many vectors (padded with
 # zeros), because oneDNN may pick another kernel, with other round-off, for
 # another batch size.
 GENERATION_BATCH = 32
@@ -210,7 +210,7 @@ def npz_bytes(images: np.ndarray, seeds: Sequence[int], labels: Sequence[int] | 
 
 @dataclass(frozen=True)
 class GridRequest:
-    """What the Generate page and ``python -m gan generate`` ask for; equal requests give equal pixels."""
+    """A request of the Generate page or ``python -m gan generate``; equal requests give equal pixels."""
 
     seed: int = 0  # digit i uses seed + i
     count: int = 64

@@ -1,10 +1,10 @@
 """The DCGAN: generator, discriminator and the keras.Model whose train_step trains both.
 
 The architecture follows Radford et al., "Unsupervised Representation Learning
-with Deep Convolutional Generative Adversarial Networks" (2015): the generator
-projects the latent vector to a 7x7 feature map and upsamples it with
-transposed convolutions, batch normalisation and ReLU to a 28x28 tanh image;
-the discriminator downsamples with strided convolutions and LeakyReLU(0.2).
+with Deep Convolutional Generative Adversarial Networks" (2015). The generator
+projects the latent vector to a 7x7 feature map and upsamples it to a 28x28
+tanh image with transposed convolutions, batch normalisation and ReLU. The
+discriminator downsamples with strided convolutions and LeakyReLU(0.2).
 """
 
 from __future__ import annotations

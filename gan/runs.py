@@ -197,7 +197,7 @@ def _pid_alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie still answers kill(0); /proc tells it apart where it exists.
+    # kill(0) succeeds on a zombie too, so /proc is read where it exists.
     stat = Path(f"/proc/{pid}/stat")
     with contextlib.suppress(OSError):
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"

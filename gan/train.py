@@ -1,9 +1,9 @@
 """The training loop of one run: devices, checkpoints, histories, samples and status.
 
 ``train(run_dir)`` trains the run described by ``RUN/config.json`` under
-``model.fit``, one ``fit`` call per epoch so that a run resumed in the middle
-of an epoch sees the rest of that epoch's batches in the same order. It holds
-the run's lock throughout and writes every file of the run folder.
+``model.fit``, with one ``fit`` call per epoch. A run resumed in the middle of
+an epoch therefore gets the rest of that epoch's batches in the same order.
+It holds the run's lock throughout and writes every file of the run folder.
 """
 
 from __future__ import annotations
@@ -508,8 +508,8 @@ def train(
     """Train the run in ``run_dir`` to its last epoch or until SIGTERM; return the final state.
 
     ``signals_received`` lists signals that a caller caught before this
-    function could install its handlers (the CLI catches them while
-    TensorFlow imports); any there stop the run before its first step.
+    function could install its handlers, as the CLI does while TensorFlow
+    imports. A signal in that list stops the run before its first step.
 
     Raises RunLockedError when another trainer holds the run, RunError or
     ConfigError for a bad run folder, and DataError for a bad data source.
