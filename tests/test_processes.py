@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -623,3 +624,38 @@ def test_detach_returns_while_trainer_runs(processes, tmp_path):
     assert "finished at epoch 1, step 50" in log
     assert "data: mnist, 800 images of 28x28, 50 steps per epoch" in log
     assert_complete_history(run_dir, 1, 50, settings["log_every_steps"])
+
+
+@pytest.mark.timeout(300)
+def test_foreground_progress_bar_on_terminal(mnist_path, tmp_path):
+    # stderr on a pseudo-terminal, as in an interactive shell.
+    run_dir = tmp_path / "run"
+    controller, terminal = pty.openpty()
+    settings = {**SMALL_RUN, "max_images": 640, "epochs": 3}
+    command = [sys.executable, "-m", "gan", "train", "--run-dir", str(run_dir), *train_flags(settings)]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=make_env(mnist_path, tmp_path),
+        cwd=REPO_ROOT,
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closes when the trainer exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=TRAINER_TIMEOUT) == 0, output.decode(errors="replace")[-2000:]
+
+    text = output.decode(errors="replace")
+    bars = re.findall(r"\r\[([#.]{30})\] epoch (\d+)/3 step (\d+)/120", text)
+    assert bars, text[-2000:]
+    assert bars[-1] == ("#" * 30, "3", "120")
+    assert "finished" in process.stdout.read().decode()
