@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -26,6 +27,11 @@ LIMIT_VARIABLES = {
     "max_live_runs": "GAN_DEMO_MAX_LIVE_RUNS",
     "max_digits": "GAN_DEMO_MAX_DIGITS",
     "max_interpolation_steps": "GAN_DEMO_MAX_INTERPOLATION_STEPS",
+    "max_width": "GAN_DEMO_MAX_WIDTH",
+    "max_batch_size": "GAN_DEMO_MAX_BATCH_SIZE",
+    "max_latent_dim": "GAN_DEMO_MAX_LATENT_DIM",
+    "max_sample_count": "GAN_DEMO_MAX_SAMPLE_COUNT",
+    "max_stored_runs": "GAN_DEMO_MAX_STORED_RUNS",
 }
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("", "0", "false", "no", "off")
@@ -47,6 +53,14 @@ class DemoLimits:
     max_live_runs: int = 1
     max_digits: int = 256
     max_interpolation_steps: int = 32
+    # Model and batch sizes bound a trainer's memory: the default width 64 and
+    # batch 128 peaked at about 1 GB resident on a CPU, TensorFlow included.
+    max_width: int = 64
+    max_batch_size: int = 256
+    max_latent_dim: int = 256
+    max_sample_count: int = 100
+    # Runs kept on disk; starting one more deletes the oldest runs that are not live.
+    max_stored_runs: int = 10
 
     def describe(self) -> list[str]:
         """Return one line per limit, for the notice on each page."""
@@ -58,6 +72,10 @@ class DemoLimits:
             f"{self.max_live_runs} {runs_word} training at a time, across all visitors",
             f"at most {self.max_digits} digits per generated grid",
             f"at most {self.max_interpolation_steps} interpolation steps",
+            f"width at most {self.max_width}, batch_size at most {self.max_batch_size}, "
+            f"latent_dim at most {self.max_latent_dim}, sample_count at most {self.max_sample_count}",
+            f"the newest {self.max_stored_runs} runs are kept; starting another deletes the oldest "
+            "finished, stopped, failed or crashed ones",
         ]
 
 
@@ -141,6 +159,15 @@ def check_train_request(
         raise DemoLimitError(
             f"max_images must be at most {limits.max_images} in demo mode, got {config.max_images}."
         )
+    for name, limit in (
+        ("width", limits.max_width),
+        ("batch_size", limits.max_batch_size),
+        ("latent_dim", limits.max_latent_dim),
+        ("sample_count", limits.max_sample_count),
+    ):
+        value = getattr(config, name)
+        if value > limit:
+            raise DemoLimitError(f"{name} must be at most {limit} in demo mode, got {value}.")
     if config.data not in KERAS_DATASETS:
         raise DemoLimitError(
             f"data must be {' or '.join(KERAS_DATASETS)} in demo mode, got {config.data!r}; "
@@ -154,6 +181,24 @@ def check_train_request(
             f"{'is' if live == 1 else 'are'} already training; "
             "wait until one finishes or stop it, then start again."
         )
+
+
+def prune_runs(runs_dir: str | Path | None, limits: DemoLimits, keep: Path | None = None) -> list[Path]:
+    """Delete the oldest runs that are not live until one more run fits under ``max_stored_runs``.
+
+    ``keep`` is never deleted (the run being resumed). Return the deleted folders.
+    """
+    found = runs.list_runs(runs_dir)  # newest first
+    removable = [info.path for info in found if info.state not in runs.LIVE_STATES and info.path != keep]
+    excess = len(found) + (0 if keep else 1) - limits.max_stored_runs
+    deleted = []
+    for path in reversed(removable):
+        if excess <= 0:
+            break
+        shutil.rmtree(path, ignore_errors=True)
+        deleted.append(path)
+        excess -= 1
+    return deleted
 
 
 def check_generate_request(count: int, steps: int | None = None, limits: DemoLimits | None = None) -> None:

@@ -70,6 +70,9 @@ def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
     try:
         with demo.admission_lock(runs_dir):
             demo.check_train_request(config, runs_dir, limits)
+            if limits is not None:
+                for deleted in demo.prune_runs(runs_dir, limits):
+                    log.info("demo mode deleted the old run %s to make room", deleted)
             runs.create_run(run_dir, config)
             pid = runs.launch(run_dir)
     except demo.DemoLimitError as error:

@@ -66,7 +66,7 @@ def test_demo_default_limits():
 def test_demo_limits_overridden_by_environment():
     environ = {"GAN_DEMO": "1", **{variable: "7" for variable in demo.LIMIT_VARIABLES.values()}}
     limits = demo.load_limits(environ=environ)
-    assert limits == demo.DemoLimits(7, 7, 7, 7, 7)
+    assert limits == demo.DemoLimits(*[7] * len(demo.LIMIT_VARIABLES))
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "ten", "2.5"])
@@ -77,13 +77,18 @@ def test_demo_rejects_bad_override(value):
 
 
 def test_demo_describe_lists_every_limit():
-    lines = " ".join(demo.DemoLimits(3, 500, 2, 64, 8).describe())
+    lines = " ".join(demo.DemoLimits(3, 500, 2, 64, 8, 16, 32, 48, 20, 4).describe())
     for expected in (
         "3 epochs",
         "500 training images",
         "2 runs training",
         "64 digits",
         "8 interpolation steps",
+        "width at most 16",
+        "batch_size at most 32",
+        "latent_dim at most 48",
+        "sample_count at most 20",
+        "newest 4 runs are kept",
     ):
         assert expected in lines
 
@@ -189,3 +194,62 @@ def test_generate_check_rejects_steps():
 def test_generate_check_off_without_limits(monkeypatch):
     monkeypatch.delenv("GAN_DEMO", raising=False)
     demo.check_generate_request(100_000, 1000)
+
+
+# Model sizes and stored runs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("width", 65, r"width must be at most 64 in demo mode, got 65"),
+        ("batch_size", 512, r"batch_size must be at most 256 in demo mode, got 512"),
+        ("latent_dim", 1000, r"latent_dim must be at most 256 in demo mode, got 1000"),
+        ("sample_count", 400, r"sample_count must be at most 100 in demo mode, got 400"),
+    ],
+)
+def test_train_request_size_limits(tmp_path, field, value, message):
+    config = TrainConfig(**{**SMALL, field: value})
+    with pytest.raises(demo.DemoLimitError, match=message):
+        demo.check_train_request(config, tmp_path, demo.DemoLimits())
+
+
+def test_size_limit_override(tmp_path):
+    limits = demo.load_limits(environ={"GAN_DEMO": "1", "GAN_DEMO_MAX_WIDTH": "16"})
+    assert limits.max_width == 16
+    with pytest.raises(demo.DemoLimitError, match=r"width must be at most 16"):
+        demo.check_train_request(TrainConfig(**{**SMALL, "width": 32}), tmp_path, limits)
+
+
+def test_prune_runs_deletes_oldest_inactive(tmp_path):
+    limits = demo.DemoLimits(max_stored_runs=3)
+    oldest = make_run(tmp_path, "oldest", "finished")
+    live = make_run(tmp_path, "live", "starting")
+    older = make_run(tmp_path, "older", "stopped")
+    newest = make_run(tmp_path, "newest", "failed")
+    # list_runs orders by config.json modification time.
+    for age, run_dir in enumerate([newest, older, live, oldest]):
+        stamp = time.time() - 100 * (age + 1)
+        os.utime(run_dir / runs.CONFIG_FILE, (stamp, stamp))
+
+    deleted = demo.prune_runs(tmp_path, limits)
+
+    # Four runs plus the one about to start must fit in three: two go, oldest first, the live one stays.
+    assert deleted == [oldest, older]
+    assert not oldest.exists()
+    assert not older.exists()
+    assert live.exists()
+    assert newest.exists()
+
+
+def test_prune_runs_keeps_resumed_run(tmp_path):
+    limits = demo.DemoLimits(max_stored_runs=1)
+    resumed = make_run(tmp_path, "resumed", "stopped")
+    other = make_run(tmp_path, "other", "finished")
+    assert demo.prune_runs(tmp_path, limits, keep=resumed) == [other]
+    assert resumed.exists()
+
+
+def test_prune_runs_nothing_under_limit(tmp_path):
+    make_run(tmp_path, "only", "finished")
+    assert demo.prune_runs(tmp_path, demo.DemoLimits(max_stored_runs=2)) == []
