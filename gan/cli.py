@@ -204,7 +204,8 @@ def cmd_train(args) -> int:
             )
     else:
         config = TrainConfig.load(args.config) if args.config else TrainConfig()
-        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+        config = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
+        _check_data(config)
         runs.create_run(run_dir, config)
 
     if args.detach:
@@ -220,11 +221,34 @@ def cmd_train(args) -> int:
     from gan.train import train
 
     progress = _TerminalProgress() if sys.stderr.isatty() else None
-    state = train(run_dir, resume=args.resume, on_progress=progress, signals_received=signals_received)
+    terminal_handlers = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr
+    ]
     if progress:
-        progress.close()
+        for handler in terminal_handlers:
+            handler.addFilter(progress)
+    try:
+        state = train(run_dir, resume=args.resume, on_progress=progress, signals_received=signals_received)
+    finally:
+        if progress:
+            progress.close()
+            for handler in terminal_handlers:
+                handler.removeFilter(progress)
     print(f"{run_dir}: {state}")
     return EXIT_OK
+
+
+def _check_data(config: TrainConfig) -> None:
+    """Load the data source once, so that a bad source or a batch larger than the data fails early.
+
+    It fails with exit status 2 before the run folder exists, so no failed run is left behind.
+    """
+    from gan import data
+
+    dataset = data.load_images(config.data, max_images=config.max_images)
+    config.validate(num_images=len(dataset.images))
 
 
 def _flags(overrides: dict, config_path) -> str:
@@ -234,10 +258,24 @@ def _flags(overrides: dict, config_path) -> str:
     return " ".join(flags)
 
 
-class _TerminalProgress:
-    """A one-line progress bar on stderr, redrawn on every heartbeat."""
+class _TerminalProgress(logging.Filter):
+    """A one-line progress bar on stderr, redrawn on every heartbeat.
+
+    As a filter on the stderr log handler it clears the bar before each log
+    line, so the line starts at the left edge; the next heartbeat redraws it.
+    """
 
     width = 30
+
+    def __init__(self):
+        super().__init__()
+        self.drawn = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.drawn:
+            sys.stderr.write("\r\x1b[2K")
+            self.drawn = False
+        return True
 
     def __call__(self, status: dict) -> None:
         total = status.get("total_steps") or 1
@@ -254,9 +292,12 @@ class _TerminalProgress:
         )
         sys.stderr.write(line.ljust(100))
         sys.stderr.flush()
+        self.drawn = True
 
     def close(self) -> None:
-        sys.stderr.write("\n")
+        if self.drawn:
+            sys.stderr.write("\n")
+            self.drawn = False
 
 
 def _duration(seconds: float) -> str:
@@ -379,7 +420,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's native INFO to ERROR lines (CUDA probing on machines without
+    # a GPU, grappler notes) bury the trainer's own log; set the variable to 0 to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
     # TensorFlow's absl logger reports every checkpoint shard at INFO.
     logging.getLogger("absl").setLevel(logging.WARNING)

@@ -52,7 +52,9 @@ class TrainConfig:
         "Dataset: mnist, fashion_mnist, or a path to a Keras-layout .npz file, "
         "an IDX folder or a folder of PNG class folders.",
     )
-    max_images: int | None = _field(None, "data", "Train on the first N images only; empty uses every image.")
+    max_images: int | None = _field(
+        None, "data", "Train on the first N images only; unset (empty) uses every image."
+    )
 
     # Model
     model: str = _field(
@@ -136,7 +138,7 @@ class TrainConfig:
             if not _is_int(value) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}.")
         if self.max_images is not None:
-            _require_positive_int(self, "max_images", hint=" Leave it empty to use every image.")
+            _require_positive_int(self, "max_images", hint=" Leave it unset (empty) to use every image.")
         for name in ("generator_lr", "discriminator_lr"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or value <= 0:

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -355,6 +356,9 @@ def launch(
         except OSError as error:
             write_status(run_dir, {**status, "state": status["state"], "last_error": str(error)})
             raise
+        # Reap the trainer when it exits, so it does not linger as a zombie of a
+        # long-lived parent such as the Streamlit server.
+        threading.Thread(target=process.wait, name=f"reap-trainer-{process.pid}", daemon=True).start()
         # The trainer replaces this status once it runs; record its pid unless it already has.
         if (read_json(run_dir / STATUS_FILE) or {}).get("state") == "starting":
             write_status(run_dir, {**carried, "state": "starting", "pid": process.pid})

@@ -36,7 +36,7 @@ def test_json_ignores_version_key():
         ({"epochs": True}, r"epochs must be a positive integer, got True"),
         ({"sample_count": 0}, r"sample_count must be a positive integer"),
         ({"checkpoints_kept": 0}, r"checkpoints_kept must be a positive integer"),
-        ({"max_images": 0}, r"max_images must be a positive integer.*empty to use every image"),
+        ({"max_images": 0}, r"max_images must be a positive integer.*unset \(empty\) to use every image"),
         ({"seed": -1}, r"seed must be a non-negative integer, got -1"),
         ({"generator_lr": math.nan}, r"generator_lr must be a finite number greater than 0, got nan"),
         ({"discriminator_lr": math.inf}, r"discriminator_lr must be a finite number greater than 0, got inf"),
