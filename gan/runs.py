@@ -101,8 +101,14 @@ def runs_root(runs_dir: str | Path | None = None) -> Path:
 _temporary_numbers = itertools.count()
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
+def write_atomic(path: Path, data: bytes | str, durable: bool = True) -> None:
+    """Write a file so that readers see the old or the new content, never a part.
+
+    ``durable`` also flushes the content to disk before the rename, so that it
+    survives a power loss. Status heartbeats skip that: the next heartbeat
+    replaces them within seconds, and an fsync can block for seconds while
+    other processes write heavily to the same disk.
+    """
     path = Path(path)
     # Each call gets its own temporary file, because the trainer's SIGTERM handler
     # or another thread may write the same file while this call is still writing it.
@@ -112,7 +118,8 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         with open(temporary, mode) as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -396,7 +403,7 @@ def stop(run_dir: str | Path, wait_seconds: float = 0.0) -> dict[str, Any]:
 
 def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     status = {**status, "heartbeat": time.time()}
-    write_atomic(Path(run_dir) / STATUS_FILE, json.dumps(status, indent=2))
+    write_atomic(Path(run_dir) / STATUS_FILE, json.dumps(status, indent=2), durable=False)
 
 
 # CSV histories ------------------------------------------------------------
