@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from gan import runs
+from gan import demo, runs
 from gan.config import ConfigError, TrainConfig
 from gan.errors import InputError
 from gan.generate import GridRequest
@@ -32,6 +32,18 @@ PRETRAINED_GENERATOR = REPOSITORY_ROOT / PRETRAINED_GENERATOR_NAME
 RUN_NAME_FIELD = "run_name"
 MAX_RUN_NAME_LENGTH = 100
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Values of the Generate page's ``run`` and ``checkpoint`` query parameters
+# that name no run folder or checkpoint step. New runs may not take these
+# names, so that a link names one generator.
+PRETRAINED_QUERY_NAME = "pretrained"
+SHIPPED_RUN_QUERY_NAME = "shipped-demo-run"
+RESERVED_RUN_NAMES = (PRETRAINED_QUERY_NAME, SHIPPED_RUN_QUERY_NAME)
+EXPORTED_CHECKPOINT = "exported"
+
+# Characters that Streamlit's Markdown would read as formatting; CommonMark
+# lets a backslash escape any ASCII punctuation.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
 
 
 class RunNameError(InputError):
@@ -68,6 +80,16 @@ def dashboard_runs(runs_dir: str | Path | None) -> list[runs.RunInfo]:
 def run_label(info: runs.RunInfo) -> str:
     """Return the name shown for a run in lists: its folder name, marked when it is the shipped one."""
     return f"{info.name} (shipped)" if is_read_only(info.path) else info.name
+
+
+def escape_markdown(text: object) -> str:
+    """Backslash-escape Markdown punctuation, so that a Streamlit message shows ``text`` as typed.
+
+    Messages that contain user input, paths or exception text pass through
+    this: a backslash or an underscore in them would otherwise vanish or
+    turn into formatting.
+    """
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
 
 
 def format_duration(seconds: float | None) -> str:
@@ -142,7 +164,10 @@ def check_run_name(name: str, runs_dir: str | Path | None) -> Path:
     if not name:
         raise RunNameError("run_name is empty; enter a name such as run-1.")
     if "/" in name or "\\" in name:
-        raise RunNameError(f"run_name must be a folder name without / or \\, got {name!r}.")
+        raise RunNameError(
+            "run_name must be one folder name, without path separators: use letters, digits, "
+            f"'.', '_' and '-', got {name!r}."
+        )
     if len(name) > MAX_RUN_NAME_LENGTH:
         raise RunNameError(f"run_name must be at most {MAX_RUN_NAME_LENGTH} characters, got {len(name)}.")
     if not _RUN_NAME.match(name):
@@ -150,21 +175,28 @@ def check_run_name(name: str, runs_dir: str | Path | None) -> Path:
             f"run_name may contain only letters, digits, '.', '_' and '-', "
             f"and must start with a letter or digit, got {name!r}."
         )
+    if name in RESERVED_RUN_NAMES:
+        raise RunNameError(
+            f"run_name {name!r} is reserved: Generate page links use it for a shipped generator; "
+            "choose another name."
+        )
     path = runs.runs_root(runs_dir) / name
     if path.exists():
         raise RunNameError(f"run_name {name!r} already exists in {path.parent}; choose another name.")
     return path
 
 
-def config_from_form(values: Mapping[str, Any]) -> tuple[TrainConfig | None, dict[str, str]]:
+def config_from_form(
+    values: Mapping[str, Any], limits: demo.DemoLimits | None = None
+) -> tuple[TrainConfig | None, dict[str, str]]:
     """Build a TrainConfig from the Train form's values and collect every field's error.
 
     Float fields arrive as text, so that 2e-4 can be typed; an empty
-    ``max_images`` means every image. Each field is checked on its own
-    against the defaults, so the form shows all independent errors at once,
-    and then the whole config, which catches a batch larger than
-    ``max_images``. Returns the config (None when there are errors) and a map
-    from field name to message.
+    ``max_images`` means every image, which demo mode (``limits``) rejects.
+    Each field is checked on its own against the defaults, and so are a
+    batch larger than ``max_images`` and every demo limit, so the form shows
+    all independent errors at once. Returns the config (None when there are
+    errors) and a map from field name to message.
     """
     errors: dict[str, str] = {}
     parsed: dict[str, Any] = {}
@@ -180,6 +212,17 @@ def config_from_form(values: Mapping[str, Any]) -> tuple[TrainConfig | None, dic
             TrainConfig(**{**defaults.to_dict(), name: value}).validate()
         except ConfigError as error:
             errors.setdefault(name, str(error))
+    if limits is not None and "max_images" in errors and parsed.get("max_images") is not None:
+        # The config's own message suggests an empty field, which demo mode rejects.
+        errors["max_images"] = (
+            f"max_images must be a whole number from 1 to {limits.max_images} in demo mode, "
+            f"got {parsed['max_images']!r}."
+        )
+    _check_batch_against_images(parsed, errors)
+    if limits is not None:
+        valid = {name: value for name, value in parsed.items() if name not in errors}
+        for name, message in demo.config_limit_errors(valid, limits).items():
+            errors.setdefault(name, message)
     if errors:
         return None, errors
 
@@ -190,6 +233,17 @@ def config_from_form(values: Mapping[str, Any]) -> tuple[TrainConfig | None, dic
         errors[error_field(str(error)) or "form"] = str(error)
         return None, errors
     return config, {}
+
+
+def _check_batch_against_images(parsed: Mapping[str, Any], errors: dict[str, str]) -> None:
+    """Add the batch_size error when a valid batch is larger than a valid ``max_images``."""
+    if "batch_size" in errors or "max_images" in errors or parsed.get("max_images") is None:
+        return
+    pair = {"batch_size": parsed["batch_size"], "max_images": parsed["max_images"]}
+    try:
+        TrainConfig(**{**TrainConfig().to_dict(), **pair}).validate(num_images=pair["max_images"])
+    except ConfigError as error:
+        errors["batch_size"] = str(error)
 
 
 def _parse_field(name: str, annotation: str, value: Any) -> Any:
@@ -304,6 +358,16 @@ def run_generator_sources(run_dir: str | Path) -> list[GeneratorSource]:
         # load_generator falls back to this file when a run has no checkpoint.
         found.append(GeneratorSource(runs.GENERATOR_FILE, run_dir=run_dir, file=exported))
     return found
+
+
+def run_query_name(run_dir: str | Path) -> str:
+    """Return a run's ``run`` query value on the Generate page: its folder name, or a fixed one if shipped."""
+    return SHIPPED_RUN_QUERY_NAME if is_read_only(run_dir) else Path(run_dir).name
+
+
+def checkpoint_query_value(source: GeneratorSource) -> str:
+    """Return the ``checkpoint`` query value of a source: its step, or ``exported`` for generator.keras."""
+    return EXPORTED_CHECKPOINT if source.checkpoint_step is None else str(source.checkpoint_step)
 
 
 def has_generator(run_dir: str | Path) -> bool:

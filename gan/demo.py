@@ -39,7 +39,15 @@ ADMISSION_LOCK_FILE = ".launch.lock"
 
 
 class DemoLimitError(InputError):
-    """A request that demo mode rejects; the message states the limit."""
+    """A request that demo mode rejects; the message states the limit.
+
+    ``errors`` maps each config field over its limit to that field's message,
+    and is empty for a limit that belongs to no field.
+    """
+
+    def __init__(self, message: str, errors: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.errors = dict(errors or {})
 
 
 @dataclass(frozen=True)
@@ -143,36 +151,16 @@ def check_train_request(
     """Raise DemoLimitError when demo mode rejects starting (or resuming) a run of ``config``.
 
     ``limits`` defaults to ``load_limits()`` from the environment; with demo
-    mode off nothing is checked. A message about one config field starts
-    with the field's name, as ConfigError messages do.
+    mode off nothing is checked. The message joins every exceeded config
+    limit, each starting with its field's name as ConfigError messages do,
+    and the error's ``errors`` maps each field to its own message.
     """
     limits = limits or load_limits()
     if limits is None:
         return
-    if config.epochs > limits.max_epochs:
-        raise DemoLimitError(f"epochs must be at most {limits.max_epochs} in demo mode, got {config.epochs}.")
-    if config.max_images is None:
-        raise DemoLimitError(
-            f"max_images is required in demo mode: enter at most {limits.max_images} images."
-        )
-    if config.max_images > limits.max_images:
-        raise DemoLimitError(
-            f"max_images must be at most {limits.max_images} in demo mode, got {config.max_images}."
-        )
-    for name, limit in (
-        ("width", limits.max_width),
-        ("batch_size", limits.max_batch_size),
-        ("latent_dim", limits.max_latent_dim),
-        ("sample_count", limits.max_sample_count),
-    ):
-        value = getattr(config, name)
-        if value > limit:
-            raise DemoLimitError(f"{name} must be at most {limit} in demo mode, got {value}.")
-    if config.data not in KERAS_DATASETS:
-        raise DemoLimitError(
-            f"data must be {' or '.join(KERAS_DATASETS)} in demo mode, got {config.data!r}; "
-            "paths on the server are not available."
-        )
+    errors = config_limit_errors(config.to_dict(), limits)
+    if errors:
+        raise DemoLimitError(" ".join(errors.values()), errors)
     live = count_live_runs(runs_dir)
     if live >= limits.max_live_runs:
         allowed = "1 run" if limits.max_live_runs == 1 else f"{limits.max_live_runs} runs"
@@ -181,6 +169,39 @@ def check_train_request(
             f"{'is' if live == 1 else 'are'} already training; "
             "wait until one finishes or stop it, then start again."
         )
+
+
+def config_limit_errors(values: Mapping[str, object], limits: DemoLimits) -> dict[str, str]:
+    """Map each config field in ``values`` that exceeds a demo limit to its message.
+
+    Every field is checked on its own, so a form can show all of them at
+    once. A field missing from ``values`` is not checked, and neither is a
+    value of the wrong type, which TrainConfig.validate reports.
+    """
+    errors: dict[str, str] = {}
+    size_limits = {
+        "epochs": limits.max_epochs,
+        "max_images": limits.max_images,
+        "width": limits.max_width,
+        "batch_size": limits.max_batch_size,
+        "latent_dim": limits.max_latent_dim,
+        "sample_count": limits.max_sample_count,
+    }
+    if "max_images" in values and values["max_images"] is None:
+        errors["max_images"] = (
+            f"max_images is required in demo mode: enter a number of images from 1 to {limits.max_images}."
+        )
+    for name, limit in size_limits.items():
+        value = values.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            errors[name] = f"{name} must be at most {limit} in demo mode, got {value}."
+    data = values.get("data")
+    if "data" in values and data not in KERAS_DATASETS:
+        errors["data"] = (
+            f"data must be {' or '.join(KERAS_DATASETS)} in demo mode, got {data!r}; "
+            "paths on the server are not available."
+        )
+    return errors
 
 
 def prune_runs(runs_dir: str | Path | None, limits: DemoLimits, keep: Path | None = None) -> list[Path]:
@@ -201,22 +222,30 @@ def prune_runs(runs_dir: str | Path | None, limits: DemoLimits, keep: Path | Non
     return deleted
 
 
-def check_generate_request(count: int, steps: int | None = None, limits: DemoLimits | None = None) -> None:
+def check_generate_request(
+    count: int,
+    steps: int | None = None,
+    limits: DemoLimits | None = None,
+    *,
+    count_name: str = "count",
+    steps_name: str = "steps",
+) -> None:
     """Raise DemoLimitError when demo mode rejects ``count`` digits or ``steps`` interpolation steps.
 
     ``limits`` defaults to ``load_limits()`` from the environment; with demo
-    mode off nothing is checked.
+    mode off nothing is checked. ``count_name`` and ``steps_name`` start the
+    messages, so a page can name its own input labels.
     """
     limits = limits or load_limits()
     if limits is None:
         return
     if count > limits.max_digits:
         raise DemoLimitError(
-            f"count must be at most {limits.max_digits} digits per grid in demo mode, got {count}."
+            f"{count_name} must be at most {limits.max_digits} per grid in demo mode, got {count}."
         )
     if steps is not None and steps > limits.max_interpolation_steps:
         raise DemoLimitError(
-            f"steps must be at most {limits.max_interpolation_steps} in demo mode, got {steps}."
+            f"{steps_name} must be at most {limits.max_interpolation_steps} in demo mode, got {steps}."
         )
 
 

@@ -286,6 +286,18 @@ def list_epoch_samples(run_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def samples_signature(samples: Mapping[int, Path]) -> tuple[tuple[int, str, int], ...]:
+    """Return (epoch, path, modification time in ns) per sample grid, a cache key that changes with a grid."""
+    signature = []
+    for epoch, path in samples.items():
+        try:
+            modified = Path(path).stat().st_mtime_ns
+        except FileNotFoundError:
+            modified = 0
+        signature.append((epoch, str(path), modified))
+    return tuple(signature)
+
+
 def default_strip_epochs(epochs: Sequence[int], max_count: int = 6) -> list[int]:
     """Pick epoch 0 (or the first), evenly spaced round epochs and the last, at most ``max_count``.
 

@@ -33,14 +33,14 @@ def demo_limits() -> demo.DemoLimits | None:
     try:
         return demo.load_limits(secret)
     except InputError as error:
-        st.error(f"Demo mode is misconfigured: {error}")
+        st.error(dashboard.escape_markdown(f"Demo mode is misconfigured: {error}"))
         st.stop()
 
 
 def show_demo_notice(limits: demo.DemoLimits | None) -> None:
     if limits is None:
         return
-    lines = "\n".join(f"- {line}" for line in limits.describe())
+    lines = "\n".join(f"- {dashboard.escape_markdown(line)}" for line in limits.describe())
     st.info(f"**Demo mode.** Requests past these limits are rejected:\n{lines}")
 
 
@@ -79,7 +79,9 @@ def render_sidebar() -> None:
             st.caption("No runs in this folder yet. Start one on the Train page.")
             st.session_state.pop(RUN_KEY, None)
             return
-        labels = {str(info.path): f"{dashboard.run_label(info)} · {info.state}" for info in found}
+        # No state in the labels: the sidebar is drawn once per page run, so a
+        # state here would go stale, while each page shows the live one.
+        labels = {str(info.path): dashboard.run_label(info) for info in found}
         pending = st.session_state.pop(PENDING_RUN_KEY, None)
         if pending in labels:
             st.session_state[RUN_KEY] = pending

@@ -16,6 +16,11 @@ log = get_logger("pages.generate")
 PRETRAINED = "pretrained"
 SOURCE_KEY = "generate_source"
 SIDEBAR_RUN_KEY = "generate_sidebar_run"
+# The generator in the URL: a run's folder name (or a fixed name for a shipped
+# generator) and a checkpoint step, never a server path.
+RUN_QUERY = "run"
+CHECKPOINT_QUERY = "checkpoint"
+APPLIED_QUERY_KEY = "generate_applied_query"
 # The exact downloadable files of the last grid and strip, for tests and reruns.
 GRID_PNG_KEY = "generate_grid_png"
 STRIP_PNG_KEY = "generate_strip_png"
@@ -32,18 +37,49 @@ def load_generator(_source: dashboard.GeneratorSource, path: str, step: int | No
     return _source.load()
 
 
+def requested_generator() -> tuple[str, str | None] | None:
+    """Return the URL's ``run`` and ``checkpoint`` values when they ask for a generator not yet applied.
+
+    The page writes its own choice back to the URL, so only a fresh load, a
+    reload or a copied link brings values that differ from the applied ones.
+    """
+    run = st.query_params.get(RUN_QUERY)
+    if not run:
+        return None
+    requested = (run, st.query_params.get(CHECKPOINT_QUERY))
+    return None if requested == st.session_state.get(APPLIED_QUERY_KEY) else requested
+
+
+def write_query(run: str, checkpoint: str | None) -> None:
+    """Put the chosen generator in the URL, by run folder name and checkpoint step, never by server path."""
+    if st.query_params.get(RUN_QUERY) != run:
+        st.query_params[RUN_QUERY] = run
+    if checkpoint is None:
+        st.query_params.pop(CHECKPOINT_QUERY, None)
+    elif st.query_params.get(CHECKPOINT_QUERY) != checkpoint:
+        st.query_params[CHECKPOINT_QUERY] = checkpoint
+    st.session_state[APPLIED_QUERY_KEY] = (run, checkpoint)
+
+
 def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
     """Draw the generator and checkpoint choosers; return the chosen source, or None if there is none.
 
-    Stops the page when the chosen run no longer has a generator.
+    A URL with ``run`` and ``checkpoint`` preselects that generator once, with
+    a warning when it no longer exists. Stops the page when the chosen run no
+    longer has a generator.
     """
     options: dict[str, str] = {}
+    option_by_query: dict[str, str] = {}
     pretrained = dashboard.pretrained_source()
     if pretrained is not None:
         options[PRETRAINED] = pretrained.label
+        option_by_query[dashboard.PRETRAINED_QUERY_NAME] = PRETRAINED
     for info in dashboard.dashboard_runs(runs_dir):
         if dashboard.has_generator(info.path):
             options[str(info.path)] = f"Run {dashboard.run_label(info)}"
+            # NOTE: a run folder made outside the Train form with a reserved
+            # name (pretrained, shipped-demo-run) cannot be linked to.
+            option_by_query.setdefault(dashboard.run_query_name(info.path), str(info.path))
     if not options:
         return None
 
@@ -55,10 +91,25 @@ def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
     if st.session_state.get(SOURCE_KEY) not in options:
         st.session_state[SOURCE_KEY] = current if current in options else next(iter(options))
 
+    requested = requested_generator()
+    if requested is not None:
+        if requested[0] in option_by_query:
+            st.session_state[SOURCE_KEY] = option_by_query[requested[0]]
+        else:
+            fallback_label = options[st.session_state[SOURCE_KEY]]
+            st.warning(
+                dashboard.escape_markdown(
+                    f"The link asks for the generator of run {requested[0]!r}, which is not in the runs "
+                    f"folder or has no checkpoint; showing {fallback_label} instead."
+                )
+            )
+            requested = None
+
     source_column, checkpoint_column = st.columns(2)
     chosen = source_column.selectbox("Generator", list(options), format_func=options.get, key=SOURCE_KEY)
     if chosen == PRETRAINED:
         checkpoint_column.caption(f"File: {dashboard.shell_path(pretrained.file)}")
+        write_query(dashboard.PRETRAINED_QUERY_NAME, None)
         return pretrained
 
     sources = dashboard.run_generator_sources(Path(chosen))
@@ -67,6 +118,18 @@ def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
         st.stop()
     by_label = {source.label: source for source in sources}
     checkpoint_key = f"generate_checkpoint:{chosen}"
+    if requested is not None and requested[1] is not None:
+        by_query = {dashboard.checkpoint_query_value(source): source for source in sources}
+        if requested[1] in by_query:
+            st.session_state[checkpoint_key] = by_query[requested[1]].label
+        else:
+            st.warning(
+                dashboard.escape_markdown(
+                    f"The link asks for checkpoint {requested[1]!r} of run {requested[0]!r}, which it no "
+                    f"longer has (it keeps the newest checkpoints_kept); showing {sources[0].label} instead."
+                )
+            )
+            st.session_state[checkpoint_key] = sources[0].label
     if st.session_state.get(checkpoint_key) not in by_label:
         st.session_state[checkpoint_key] = sources[0].label
     label = checkpoint_column.selectbox(
@@ -78,7 +141,9 @@ def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
         key=checkpoint_key,
         help="Checkpoints the run keeps, newest first (checkpoints_kept sets how many).",
     )
-    return by_label[label]
+    source = by_label[label]
+    write_query(dashboard.run_query_name(chosen), dashboard.checkpoint_query_value(source))
+    return source
 
 
 def render_grid(source, generator, num_classes: int | None, limits) -> float:
@@ -142,10 +207,11 @@ def render_grid(source, generator, num_classes: int | None, limits) -> float:
     )
     total = num_classes * request.columns if digit == "rows" else request.count
     try:
-        demo.check_generate_request(total, limits=limits)
+        count_name = "Digits (classes x columns)" if digit == "rows" else "Digits"
+        demo.check_generate_request(total, limits=limits, count_name=count_name)
         result = generate.make_grid(generator, request)
     except InputError as error:
-        st.error(str(error))
+        st.error(dashboard.escape_markdown(error))
         st.session_state.pop(GRID_PNG_KEY, None)
         return latent_scale
 
@@ -222,10 +288,10 @@ def render_interpolation(source, generator, num_classes: int | None, latent_scal
         )
     request = generate.GridRequest(seed=int(from_seed), latent_scale=latent_scale, digit=digit)
     try:
-        demo.check_generate_request(1, int(steps), limits=limits)
+        demo.check_generate_request(1, int(steps), limits=limits, steps_name="Steps")
         result = generate.make_interpolation(generator, request, int(to_seed), int(steps))
     except InputError as error:
-        st.error(str(error))
+        st.error(dashboard.escape_markdown(error))
         st.session_state.pop(STRIP_PNG_KEY, None)
         return
 
@@ -290,7 +356,7 @@ try:
     )
 except InputError as error:
     log.warning("loading generator %s (%s) failed: %s", source.run_dir or source.file, source.label, error)
-    st.error(str(error))
+    st.error(dashboard.escape_markdown(error))
     st.stop()
 num_classes = generate.num_classes_of(generator)
 

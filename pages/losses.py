@@ -92,6 +92,14 @@ def render_histories(run_dirs: list[Path], labels: dict[str, str], smoothing: fl
             _charts.epoch_chart(per_epoch, "images_per_second", "Images per second", "images/s")
         )
 
+
+def render_csv_downloads(run_dirs: list[Path], labels: dict[str, str]) -> None:
+    """Offer each run's CSV histories, read when the button is pressed.
+
+    Outside the live fragments on purpose: a fragment rerun registers a new
+    deferred file for each button and drops the previous one, so a press
+    during a rerun would find no file.
+    """
     with st.expander("Download the histories as CSV"):
         for run_dir in run_dirs:
             label = labels[str(run_dir)]
@@ -107,6 +115,17 @@ def render_histories(run_dirs: list[Path], labels: dict[str, str], smoothing: fl
                     disabled=not path.exists(),
                     key=f"download:{path}",
                 )
+
+
+@st.cache_data(max_entries=8, show_spinner="Encoding the GIF…")
+def cached_epoch_gif(signature: tuple[tuple[int, str, int], ...]) -> bytes:
+    """Encode the GIF of all epochs once per set of sample files and modification times."""
+    return history.epoch_gif({epoch: Path(path) for epoch, path, _ in signature})
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_strip_png(signature: tuple[tuple[int, str, int], ...], epochs: tuple[int, ...]) -> bytes:
+    return history.epoch_strip_png({epoch: Path(path) for epoch, path, _ in signature}, epochs)
 
 
 def follow_latest(key: str, options: list[int]) -> None:
@@ -130,6 +149,7 @@ def render_samples(run_dir: Path) -> None:
         )
         return
     epochs = list(samples)
+    signature = history.samples_signature(samples)
     grid_width = history.read_grid(samples[epochs[0]]).shape[1]
 
     if len(epochs) > 1:
@@ -166,7 +186,9 @@ def render_samples(run_dir: Path) -> None:
         strip_column, gif_column = st.columns(2)
         strip_column.download_button(
             "Download the strip as PNG",
-            data=lambda: history.epoch_strip_png(samples, chosen),
+            # Bytes, not a callable: this fragment reruns on a timer, which
+            # would drop a deferred file before a press could fetch it.
+            data=cached_strip_png(signature, tuple(sorted(chosen))),
             file_name=f"{run_dir.name}-epochs.png",
             mime="image/png",
             on_click="ignore",
@@ -175,7 +197,7 @@ def render_samples(run_dir: Path) -> None:
         gif_column = st.container()
     gif_column.download_button(
         f"Download a GIF of all {len(epochs)} epoch grids",
-        data=lambda: history.epoch_gif(samples),
+        data=cached_epoch_gif(signature),
         file_name=f"{run_dir.name}-epochs.gif",
         mime="image/gif",
         on_click="ignore",
@@ -224,5 +246,7 @@ smoothing = smoothing_column.slider(
     persist_state="session",
 )
 
-render_histories([run_dir, *map(Path, compared)], labels, smoothing)
+shown_runs = [run_dir, *map(Path, compared)]
+render_histories(shown_runs, labels, smoothing)
+render_csv_downloads(shown_runs, labels)
 render_samples(run_dir)

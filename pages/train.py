@@ -57,7 +57,7 @@ def form_values() -> dict:
 
 def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
     """Validate the form; start the run when it is valid, else record each field's error."""
-    config, errors = dashboard.config_from_form(form_values())
+    config, errors = dashboard.config_from_form(form_values(), limits)
     run_dir = None
     try:
         run_dir = dashboard.check_run_name(st.session_state.get(RUN_NAME_KEY, ""), runs_dir)
@@ -76,7 +76,7 @@ def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
             runs.create_run(run_dir, config)
             pid = runs.launch(run_dir)
     except demo.DemoLimitError as error:
-        st.session_state[ERRORS_KEY] = {dashboard.error_field(str(error)) or FORM_ERROR: str(error)}
+        st.session_state[ERRORS_KEY] = error.errors or {FORM_ERROR: str(error)}
         return
     except (InputError, OSError) as error:
         log.warning("starting run %s failed: %s", run_dir, error)
@@ -91,18 +91,32 @@ def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
     _shared.select_run(run_dir)
 
 
+def set_control_message(run_dir: Path, kind: str, text: str) -> None:
+    """Keep the outcome of a Stop, Resume or Start press until the next press on that run, or Dismiss.
+
+    It lives in session state because the run's fragment reruns every few
+    seconds and would otherwise drop a message drawn only once.
+    """
+    st.session_state[CONTROL_MESSAGE_KEY] = {"run": str(run_dir), "kind": kind, "text": text}
+
+
+def dismiss_control_message() -> None:
+    st.session_state.pop(CONTROL_MESSAGE_KEY, None)
+
+
 def stop_run(run_dir: Path) -> None:
     try:
         runs.stop(run_dir)
     except InputError as error:
-        st.session_state[CONTROL_MESSAGE_KEY] = ("error", str(error))
+        set_control_message(run_dir, "error", str(error))
         return
     except OSError as error:
         log.warning("stopping run %s failed: %s", run_dir, error)
-        st.session_state[CONTROL_MESSAGE_KEY] = ("error", f"Stopping {run_dir.name} failed: {error}")
+        set_control_message(run_dir, "error", f"Stopping {run_dir.name} failed: {error}")
         return
     log.info("sent SIGTERM to the trainer of run %s", run_dir)
-    st.session_state[CONTROL_MESSAGE_KEY] = (
+    set_control_message(
+        run_dir,
         "info",
         f"Asked run {run_dir.name} to stop: it writes a checkpoint after the current step and exits.",
     )
@@ -115,15 +129,15 @@ def start_run(run_dir: Path, resume: bool, runs_dir: Path, limits: demo.DemoLimi
             demo.check_train_request(runs.load_config(run_dir), runs_dir, limits)
             pid = runs.launch(run_dir, resume=resume)
     except InputError as error:
-        st.session_state[CONTROL_MESSAGE_KEY] = ("error", str(error))
+        set_control_message(run_dir, "error", str(error))
         return
     except OSError as error:
         log.warning("starting run %s failed: %s", run_dir, error)
-        st.session_state[CONTROL_MESSAGE_KEY] = ("error", f"Starting the trainer failed: {error}")
+        set_control_message(run_dir, "error", f"Starting the trainer failed: {error}")
         return
     log.info("%s run %s, trainer pid %d", "resumed" if resume else "started", run_dir, pid)
     verb = "Resumed" if resume else "Started"
-    st.session_state[CONTROL_MESSAGE_KEY] = ("info", f"{verb} run {run_dir.name} (trainer pid {pid}).")
+    set_control_message(run_dir, "info", f"{verb} run {run_dir.name} (trainer pid {pid}).")
 
 
 # Layout -----------------------------------------------------------------------------
@@ -150,11 +164,14 @@ def field_widget(field: Field, error: str | None) -> None:
             step=1,
             key=key,
             help=help_text,
+            # value=None keeps the field clearable after a number was entered:
+            # with the default value="min", Streamlit turns an emptied field into 0.
+            value=None if field.name == "max_images" else "min",
             placeholder="every image" if field.name == "max_images" else None,
             persist_state="session",
         )
     if error:
-        st.error(error)
+        st.error(dashboard.escape_markdown(error))
 
 
 def render_form(runs_dir: Path, limits: demo.DemoLimits | None, expanded: bool) -> None:
@@ -166,7 +183,7 @@ def render_form(runs_dir: Path, limits: demo.DemoLimits | None, expanded: bool) 
             help="Name of the run's folder under the runs folder: letters, digits, '.', '_' and '-'.",
         )
         if errors.get(dashboard.RUN_NAME_FIELD):
-            st.error(errors[dashboard.RUN_NAME_FIELD])
+            st.error(dashboard.escape_markdown(errors[dashboard.RUN_NAME_FIELD]))
         for group, title in GROUPS.items():
             st.markdown(f"**{title}**")
             columns = st.columns(FORM_COLUMNS)
@@ -175,7 +192,7 @@ def render_form(runs_dir: Path, limits: demo.DemoLimits | None, expanded: bool) 
                 with columns[index % FORM_COLUMNS]:
                     field_widget(field, errors.get(field.name))
         if errors.get(FORM_ERROR):
-            st.error(errors[FORM_ERROR])
+            st.error(dashboard.escape_markdown(errors[FORM_ERROR]))
         st.form_submit_button(
             "Start training",
             type="primary",
@@ -184,14 +201,15 @@ def render_form(runs_dir: Path, limits: demo.DemoLimits | None, expanded: bool) 
         )
     message = st.session_state.pop(FORM_MESSAGE_KEY, None)
     if message:
-        st.success(message)
+        st.success(dashboard.escape_markdown(message))
 
 
 @st.fragment(run_every=_shared.REFRESH_SECONDS)
 def render_runs_table(runs_dir: Path) -> None:
     found = dashboard.dashboard_runs(runs_dir)
     if not found:
-        st.info(f"No runs in {runs_dir} yet: fill in the form above and press **Start training**.")
+        folder = dashboard.escape_markdown(runs_dir)
+        st.info(f"No runs in {folder} yet: fill in the form above and press **Start training**.")
         return
     st.dataframe(dashboard.runs_frame(found), hide_index=True)
 
@@ -200,11 +218,15 @@ def render_runs_table(runs_dir: Path) -> None:
 def render_run(run_dir: Path, runs_dir: Path, limits: demo.DemoLimits | None) -> None:
     """Show the progress, controls, latest sample grid and log of one run, refreshed on a timer."""
     if not runs.is_run(run_dir):
-        st.warning(f"{run_dir} is no longer a run folder; choose another run in the sidebar.")
+        st.warning(
+            dashboard.escape_markdown(
+                f"{run_dir} is no longer a run folder; choose another run in the sidebar."
+            )
+        )
         return
     info = runs.run_info(run_dir)
     read_only = dashboard.is_read_only(run_dir)
-    st.subheader(dashboard.run_label(info))
+    st.subheader(dashboard.escape_markdown(dashboard.run_label(info)))
 
     live = info.state in runs.LIVE_STATES
     if info.state == "starting":
@@ -220,7 +242,7 @@ def render_run(run_dir: Path, runs_dir: Path, limits: demo.DemoLimits | None) ->
     eta_column.metric("ETA", eta or "–")
 
     if info.state in ("failed", "crashed") and info.last_error:
-        st.error(f"Last error: {info.last_error}")
+        st.error(dashboard.escape_markdown(f"Last error: {info.last_error}"))
     elif info.state == "crashed":
         st.warning(
             "The trainer process is gone (killed or crashed). Resume continues from the last checkpoint."
@@ -271,10 +293,21 @@ def render_controls(
             on_click=start_run,
             args=(run_dir, False, runs_dir, limits),
         )
-    message = st.session_state.pop(CONTROL_MESSAGE_KEY, None)
-    if message:
-        kind, text = message
-        (st.error if kind == "error" else st.info)(text)
+    render_control_message(run_dir)
+
+
+def render_control_message(run_dir: Path) -> None:
+    """Show the kept outcome of the last press on this run; a message about another run is dropped."""
+    message = st.session_state.get(CONTROL_MESSAGE_KEY)
+    if not message:
+        return
+    if message["run"] != str(run_dir):
+        dismiss_control_message()
+        return
+    text = dashboard.escape_markdown(message["text"])
+    text_column, dismiss_column = st.columns([6, 1], vertical_alignment="center")
+    (text_column.error if message["kind"] == "error" else text_column.info)(text)
+    dismiss_column.button("Dismiss", key="dismiss_control_message", on_click=dismiss_control_message)
 
 
 # Page -------------------------------------------------------------------------------

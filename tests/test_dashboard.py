@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gan import dashboard, runs
+from gan import dashboard, demo, runs
 from gan.config import TrainConfig
 from gan.generate import GridRequest
 
@@ -43,8 +43,10 @@ def test_check_run_name_accepts_folder_name(tmp_path):
     ("name", "message"),
     [
         ("", "run_name is empty"),
-        ("a/b", "without / or"),
-        ("..\\b", "without / or"),
+        ("a/b", "one folder name, without path separators"),
+        ("..\\b", "one folder name, without path separators"),
+        ("pretrained", "reserved"),
+        ("shipped-demo-run", "reserved"),
         ("..", "may contain only"),
         (".hidden", "may contain only"),
         ("two words", "may contain only"),
@@ -103,6 +105,61 @@ def test_form_reports_every_independent_error():
     config, errors = dashboard.config_from_form(form(epochs=0, generator_lr="abc", width=-1))
     assert config is None
     assert set(errors) == {"epochs", "generator_lr", "width"}
+
+
+def test_form_reports_batch_error_with_others():
+    config, errors = dashboard.config_from_form(form(epochs=0, max_images=100, batch_size=128))
+    assert config is None
+    assert set(errors) == {"epochs", "batch_size"}
+    assert "larger than the 100 training images" in errors["batch_size"]
+
+
+def test_form_empty_max_images_means_every_image():
+    for empty in ("", None):
+        config, errors = dashboard.config_from_form(form(max_images=empty))
+        assert errors == {}
+        assert config.max_images is None
+
+
+def test_form_reports_every_demo_limit():
+    limits = demo.DemoLimits()
+    values = form(epochs=6, max_images=20_000, width=65, batch_size=512, latent_dim=300, sample_count=101)
+    config, errors = dashboard.config_from_form(values, limits)
+    assert config is None
+    assert set(errors) == {"epochs", "max_images", "width", "batch_size", "latent_dim", "sample_count"}
+    assert errors["width"] == "width must be at most 64 in demo mode, got 65."
+
+
+@pytest.mark.parametrize(
+    ("max_images", "message"),
+    [
+        (None, "max_images is required in demo mode: enter a number of images from 1 to 10000."),
+        (0, "max_images must be a whole number from 1 to 10000 in demo mode, got 0."),
+    ],
+)
+def test_form_demo_max_images_message(max_images, message):
+    config, errors = dashboard.config_from_form(form(epochs=5, max_images=max_images), demo.DemoLimits())
+    assert config is None
+    assert errors == {"max_images": message}
+
+
+def test_form_without_demo_accepts_large_values():
+    config, errors = dashboard.config_from_form(form(epochs=50, width=128))
+    assert errors == {}
+    assert config.epochs == 50
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("got 'bad\\name'", "got 'bad\\\\name'"),
+        ("a_b *c* [d](e)", "a\\_b \\*c\\* \\[d\\]\\(e\\)"),
+        ("$x$ `y` # z", "\\$x\\$ \\`y\\` \\# z"),
+        ("plain words, digits 123", "plain words, digits 123"),
+    ],
+)
+def test_escape_markdown(text, escaped):
+    assert dashboard.escape_markdown(text) == escaped
 
 
 @pytest.mark.parametrize(
@@ -234,3 +291,13 @@ def test_has_generator(tmp_path):
 @pytest.mark.parametrize(("width", "scale"), [(242, 2), (30, 8), (2000, 1), (0, 8)])
 def test_display_scale(width, scale):
     assert dashboard.display_scale(width) == scale
+
+
+def test_generator_query_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(dashboard, "DEMO_RUN_DIR", tmp_path / "assets" / "demo-run")
+    assert dashboard.run_query_name(tmp_path / "runs" / "web1") == "web1"
+    assert dashboard.run_query_name(tmp_path / "assets" / "demo-run") == dashboard.SHIPPED_RUN_QUERY_NAME
+    checkpoint = dashboard.GeneratorSource("epoch 5, step 785", run_dir=tmp_path, checkpoint_step=785)
+    exported = dashboard.GeneratorSource(runs.GENERATOR_FILE, run_dir=tmp_path, file=tmp_path / "g.keras")
+    assert dashboard.checkpoint_query_value(checkpoint) == "785"
+    assert dashboard.checkpoint_query_value(exported) == dashboard.EXPORTED_CHECKPOINT

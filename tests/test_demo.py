@@ -137,6 +137,19 @@ def test_train_check_rejects_config(tmp_path, change, message):
         demo.check_train_request(config, tmp_path, demo.DemoLimits())
 
 
+def test_train_check_reports_every_exceeded_limit(tmp_path):
+    config = TrainConfig(**{**SMALL, "epochs": 6, "width": 65, "data": "/etc"})
+    with pytest.raises(demo.DemoLimitError) as raised:
+        demo.check_train_request(config, tmp_path, demo.DemoLimits())
+    assert set(raised.value.errors) == {"epochs", "width", "data"}
+    assert str(raised.value).startswith("epochs must be at most 5 in demo mode, got 6.")
+
+
+def test_config_limit_errors_skip_missing_and_mistyped():
+    errors = demo.config_limit_errors({"epochs": "many", "width": 65}, demo.DemoLimits())
+    assert errors == {"width": "width must be at most 64 in demo mode, got 65."}
+
+
 def test_train_check_counts_live_runs(tmp_path):
     make_run(tmp_path, "finished", "finished")
     make_run(tmp_path, "stopped", "stopped")
@@ -181,9 +194,18 @@ def test_generate_check_passes_at_limits():
 
 def test_generate_check_rejects_count():
     with pytest.raises(
-        demo.DemoLimitError, match=r"count must be at most 256 digits per grid in demo mode, got 257"
+        demo.DemoLimitError, match=r"^count must be at most 256 per grid in demo mode, got 257"
     ):
         demo.check_generate_request(257, None, demo.DemoLimits())
+
+
+def test_generate_check_names_page_labels():
+    with pytest.raises(
+        demo.DemoLimitError, match=r"^Digits must be at most 256 per grid in demo mode, got 300\."
+    ):
+        demo.check_generate_request(300, None, demo.DemoLimits(), count_name="Digits")
+    with pytest.raises(demo.DemoLimitError, match=r"^Steps must be at most 32 in demo mode, got 40\."):
+        demo.check_generate_request(1, 40, demo.DemoLimits(), steps_name="Steps")
 
 
 def test_generate_check_rejects_steps():

@@ -320,3 +320,14 @@ def test_epoch_gif_frame_per_epoch(tmp_path):
 def test_epoch_gif_without_samples():
     with pytest.raises(ValueError, match="no sample grids"):
         history.epoch_gif({})
+
+
+def test_samples_signature_changes_with_grid(tmp_path):
+    path = tmp_path / "epoch_0001.png"
+    path.write_bytes(b"first")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = history.samples_signature({1: path})
+    assert before == ((1, str(path), 1_000_000_000),)
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    assert history.samples_signature({1: path}) != before
+    assert history.samples_signature({2: tmp_path / "gone.png"}) == ((2, str(tmp_path / "gone.png"), 0),)

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,9 +100,13 @@ def copy_run(run_dir: Path, runs_root: Path, name: str) -> Path:
     return copy
 
 
-def open_page(page: str, **session) -> AppTest:
-    """Run the app, switch to ``page`` (e.g. "pages/train.py") and run it with ``session`` values set."""
+def open_page(page: str, query: dict[str, str] | None = None, **session) -> AppTest:
+    """Run the app, switch to ``page`` (e.g. "pages/train.py") and run it with ``session`` values set.
+
+    ``query`` is the URL's query string, as a browser that opens a copied link sends it.
+    """
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(query or {})
     for key, value in session.items():
         at.session_state[key] = value
     at.run()
@@ -127,7 +132,12 @@ def run_folders(runs_dir: Path) -> list[Path]:
 
 
 def messages(at: AppTest, kind: str) -> list[str]:
-    return [element.value for element in getattr(at, kind)]
+    """Return the texts of the ``kind`` elements (error, info, ...) as the browser shows them.
+
+    The pages escape Markdown punctuation in messages with user input, so
+    this removes the backslash of each escape, as the Markdown renderer does.
+    """
+    return [re.sub(r"\\(.)", r"\1", element.value) for element in getattr(at, kind)]
 
 
 def button_keys(at: AppTest) -> list[str]:
@@ -185,7 +195,9 @@ def test_train_page_reports_device(runs_dir):
         ({"generator_lr": "nan"}, "generator_lr must be a finite number greater than 0, got nan"),
         ({"discriminator_lr": "0"}, "discriminator_lr must be a finite number greater than 0, got 0.0"),
         ({"data": "/no/such/digits.npz"}, "data '/no/such/digits.npz' is neither a known dataset"),
-        ({"run_name": "../escape"}, "run_name must be a folder name without / or \\"),
+        ({"run_name": "../escape"}, "run_name must be one folder name, without path separators"),
+        ({"run_name": "bad\\name"}, "letters, digits, '.', '_' and '-', got 'bad\\\\name'."),
+        ({"run_name": "pretrained"}, "run_name 'pretrained' is reserved"),
         ({"run_name": "has space"}, "run_name may contain only letters"),
     ],
 )
@@ -231,6 +243,8 @@ def test_train_form_launches_stops_and_resumes(runs_dir):
     assert any("Asked run live to stop" in text for text in messages(at, "info"))
     wait_for_state(run_dir, ("stopped",), timeout=60)
     at.run()
+    # The message stays through the reruns that follow, until the next press on the run.
+    assert any("Asked run live to stop" in text for text in messages(at, "info"))
     other_tab.run()
     assert "resume_run" in button_keys(at)
     assert "resume_run" in button_keys(other_tab)
@@ -246,6 +260,83 @@ def test_train_form_launches_stops_and_resumes(runs_dir):
     rejected = messages(other_tab, "error")
     assert any("run live is already" in text for text in rejected), rejected
     stop_trainer(run_dir)
+
+
+def test_train_form_reports_all_errors_at_once(runs_dir):
+    at = open_page("pages/train.py")
+    submit_train_form(at, "several", **{**FAST, "epochs": 0, "max_images": 100, "batch_size": 128})
+    errors = messages(at, "error")
+    assert "epochs must be a positive integer, got 0." in errors, errors
+    assert any("batch_size 128 is larger than the 100 training images" in text for text in errors), errors
+    assert run_folders(runs_dir) == []
+
+
+def test_train_form_max_images_clears_to_every_image(runs_dir):
+    at = open_page("pages/train.py")
+    submit_train_form(at, "limited", **{**FAST, "epochs": 0, "max_images": 100})
+    max_images = at.number_input(key="train_max_images")
+    assert max_images.value == 100
+    # Without a default, the browser lets the user empty the field instead of turning it into 0.
+    assert not max_images.proto.HasField("default")
+
+    submit_train_form(at, "limited", **{**FAST, "epochs": 0, "max_images": None})
+    errors = messages(at, "error")
+    assert errors == ["epochs must be a positive integer, got 0."]
+    assert at.number_input(key="train_max_images").value is None
+
+
+def test_train_form_escapes_typed_values(runs_dir):
+    at = open_page("pages/train.py")
+    submit_train_form(at, "bad\\name", data="/no/such/*folder*_x")
+    raw = [element.value for element in at.error]
+    # Escaped for Markdown, so the browser shows the backslash and the asterisks as typed.
+    assert any("'bad\\\\\\\\name'" in text for text in raw), raw
+    assert any("\\*folder\\*\\_x" in text for text in raw), raw
+
+
+def test_train_control_message_stays_until_dismissed(runs_dir, monkeypatch):
+    run_dir = runs.create_run(runs_dir / "unstarted", TrainConfig(**FAST))
+
+    def failing_launch(*args, **kwargs):
+        raise OSError("no room for the trainer")
+
+    monkeypatch.setattr(runs, "launch", failing_launch)
+    at = open_page("pages/train.py", run=str(run_dir))
+    at.button(key="start_run").click().run()
+    expected = "Starting the trainer failed: no room for the trainer"
+    assert expected in messages(at, "error")
+
+    # The run's fragment reruns on a timer; a rerun must not drop the message.
+    at.run()
+    at.run()
+    assert expected in messages(at, "error")
+
+    at.button(key="dismiss_control_message").click().run()
+    assert expected not in messages(at, "error")
+
+
+def test_train_control_message_dropped_on_other_run(runs_dir, monkeypatch):
+    first = runs.create_run(runs_dir / "first", TrainConfig(**FAST))
+    second = runs.create_run(runs_dir / "second", TrainConfig(**FAST))
+
+    def failing_launch(*args, **kwargs):
+        raise OSError("no room for the trainer")
+
+    monkeypatch.setattr(runs, "launch", failing_launch)
+    at = open_page("pages/train.py", run=str(first))
+    at.button(key="start_run").click().run()
+    assert any("Starting the trainer failed" in text for text in messages(at, "error"))
+
+    at.sidebar.selectbox(key="run").set_value(str(second)).run()
+    assert not any("Starting the trainer failed" in text for text in messages(at, "error"))
+    at.sidebar.selectbox(key="run").set_value(str(first)).run()
+    assert not any("Starting the trainer failed" in text for text in messages(at, "error"))
+
+
+def test_sidebar_run_label_has_no_state(runs_dir):
+    runs.create_run(runs_dir / "web1", TrainConfig(**FAST))
+    at = open_page("pages/train.py")
+    assert at.sidebar.selectbox(key="run").options == ["web1"]
 
 
 # Losses -------------------------------------------------------------------------------------
@@ -276,6 +367,16 @@ def test_losses_page_charts_real_run(runs_dir, trained_run):
     labels = [button.label for button in at.get("download_button")]
     assert "copied: metrics.csv" in labels
     assert "Download a GIF of all 3 epoch grids" in labels
+
+
+def test_losses_sample_downloads_are_bytes(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "downloads")
+    at = open_page("pages/losses.py", run=str(run_dir))
+    buttons = {button.label: button for button in at.get("download_button")}
+    # These buttons sit in a fragment that reruns on a timer, which drops deferred files.
+    for label in ("Download the strip as PNG", "Download a GIF of all 3 epoch grids"):
+        assert buttons[label].proto.deferred_file_id == "", label
+        assert buttons[label].proto.url, label
 
 
 def test_losses_page_compares_runs(runs_dir, trained_run):
@@ -353,6 +454,69 @@ def test_generate_lists_checkpoints_newest_first(runs_dir, trained_run):
     assert f"--checkpoint {step}" in at.code[0].value
 
 
+def choose_checkpoint(at: AppTest, run_dir: Path, label: str) -> None:
+    at.selectbox(key=f"generate_checkpoint:{run_dir}").set_value(label).run()
+    assert not at.exception, at.exception
+
+
+def test_generate_link_selects_checkpoint(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "linked")
+    explicit = open_page("pages/generate.py", run=str(run_dir))
+    labels = explicit.selectbox(key=f"generate_checkpoint:{run_dir}").options
+    earliest = labels[-1]
+    step = earliest.split("step ")[1]
+    choose_checkpoint(explicit, run_dir, earliest)
+    assert explicit.query_params["run"] == "linked"
+    assert explicit.query_params["checkpoint"] == step
+    explicit_png = explicit.session_state["generate_grid_png"]
+
+    # A reload, or a copied link in another tab: a new session with only the URL.
+    linked = open_page("pages/generate.py", query={"run": "linked", "checkpoint": step})
+    assert linked.selectbox(key="generate_source").value == str(run_dir)
+    assert linked.selectbox(key=f"generate_checkpoint:{run_dir}").value == earliest
+    assert f"--checkpoint {step}" in linked.code[0].value
+    assert linked.session_state["generate_grid_png"] == explicit_png
+    assert messages(linked, "warning") == []
+
+
+def test_generate_link_prefers_url_over_sidebar(runs_dir, trained_run):
+    linked_run = copy_run(trained_run, runs_dir, "linked")
+    other = copy_run(trained_run, runs_dir, "other")
+    at = open_page("pages/generate.py", query={"run": "linked", "checkpoint": "8"}, run=str(other))
+    assert at.selectbox(key="generate_source").value == str(linked_run)
+    assert at.selectbox(key=f"generate_checkpoint:{linked_run}").value == "epoch 1, step 8"
+
+
+def test_generate_link_to_missing_checkpoint_warns(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "pruned")
+    at = open_page("pages/generate.py", query={"run": "pruned", "checkpoint": "785"})
+    warnings = messages(at, "warning")
+    assert any("checkpoint '785' of run 'pruned'" in text for text in warnings), warnings
+    assert at.selectbox(key=f"generate_checkpoint:{run_dir}").value == "epoch 2, step 16"
+    assert at.query_params["checkpoint"] == "16"
+    assert "generate_grid_png" in at.session_state
+
+
+def test_generate_link_to_missing_run_warns(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "present")
+    at = open_page("pages/generate.py", query={"run": "web1", "checkpoint": "785"})
+    warnings = messages(at, "warning")
+    assert any("run 'web1', which is not in the runs folder" in text for text in warnings), warnings
+    assert at.selectbox(key="generate_source").value == str(run_dir)
+    assert at.query_params["run"] == "present"
+    assert "generate_grid_png" in at.session_state
+
+
+def test_generate_link_to_exported_generator(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "exported")
+    shutil.rmtree(run_dir / runs.CHECKPOINTS_DIR)
+    at = open_page("pages/generate.py", query={"run": "exported", "checkpoint": "exported"})
+    assert messages(at, "warning") == []
+    assert at.selectbox(key=f"generate_checkpoint:{run_dir}").value == runs.GENERATOR_FILE
+    assert at.query_params["checkpoint"] == "exported"
+    assert "--run-dir" in at.code[0].value
+
+
 def test_generate_interpolation_strip(runs_dir, trained_run):
     run_dir = copy_run(trained_run, runs_dir, "strip")
     at = open_page("pages/generate.py", run=str(run_dir))
@@ -392,6 +556,15 @@ def test_generate_offers_shipped_generator(runs_dir, trained_run, monkeypatch):
     assert "Pretrained (shipped)" in source.options
     assert "--generator" in at.code[0].value
     assert "generate_grid_png" in at.session_state
+    assert at.query_params["run"] == "pretrained"
+    assert "checkpoint" not in at.query_params
+
+
+def test_generate_link_to_shipped_generator(runs_dir, trained_run, monkeypatch):
+    monkeypatch.setattr(dashboard, "PRETRAINED_GENERATOR", trained_run / runs.GENERATOR_FILE)
+    copy_run(trained_run, runs_dir, "newer")
+    at = open_page("pages/generate.py", query={"run": "pretrained"})
+    assert at.selectbox(key="generate_source").value == "pretrained"
 
 
 # The shipped demo run ------------------------------------------------------------------------
@@ -404,7 +577,8 @@ def test_shipped_demo_run_is_read_only(runs_dir, trained_run, tmp_path, monkeypa
 
     run = at.sidebar.selectbox(key="run")
     assert run.value == str(shipped)
-    assert "demo-run (shipped) · finished" in run.options
+    # The state is left out of the sidebar, which is not refreshed while a run changes.
+    assert run.options == ["demo-run (shipped)"]
     table = at.dataframe[0].value
     assert table["run"].tolist() == ["demo-run (shipped)"]
     assert not {"stop_run", "resume_run", "start_run"} & set(button_keys(at))
@@ -441,15 +615,43 @@ def test_demo_mode_rejects_too_many_epochs(runs_dir, monkeypatch):
     assert run_folders(runs_dir) == []
 
 
+def test_demo_mode_reports_every_limit(runs_dir, monkeypatch):
+    monkeypatch.setenv("GAN_DEMO", "1")
+    at = open_page("pages/train.py")
+    submit_train_form(
+        at, "too-big", **{**FAST, "max_images": 1000, "epochs": 6, "width": 65, "batch_size": 512}
+    )
+    errors = messages(at, "error")
+    assert "epochs must be at most 5 in demo mode, got 6." in errors, errors
+    assert "width must be at most 64 in demo mode, got 65." in errors, errors
+    assert "batch_size must be at most 256 in demo mode, got 512." in errors, errors
+    assert run_folders(runs_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("max_images", "expected"),
+    [
+        (None, "max_images is required in demo mode: enter a number of images from 1 to 10000."),
+        (0, "max_images must be a whole number from 1 to 10000 in demo mode, got 0."),
+    ],
+)
+def test_demo_mode_max_images_message(runs_dir, monkeypatch, max_images, expected):
+    monkeypatch.setenv("GAN_DEMO", "1")
+    at = open_page("pages/train.py")
+    submit_train_form(at, "no-limit", **{**FAST, "max_images": max_images})
+    errors = messages(at, "error")
+    assert expected in errors, errors
+    assert not any("Leave it empty" in text for text in errors), errors
+    assert run_folders(runs_dir) == []
+
+
 def test_demo_mode_rejects_large_grid(runs_dir, trained_run, monkeypatch):
     run_dir = copy_run(trained_run, runs_dir, "demo-grid")
     monkeypatch.setenv("GAN_DEMO", "1")
     at = open_page("pages/generate.py", run=str(run_dir))
     at.number_input(key="count").set_value(300).run()
-    assert any(
-        "count must be at most 256 digits per grid in demo mode, got 300." in text
-        for text in messages(at, "error")
-    )
+    expected = "Digits must be at most 256 per grid in demo mode, got 300."
+    assert expected in messages(at, "error"), messages(at, "error")
     assert "generate_grid_png" not in at.session_state
 
 
@@ -461,5 +663,5 @@ def test_demo_secret_rejects_long_interpolation(runs_dir, trained_run):
     at.run()
     at.switch_page("pages/generate.py").run()
     at.number_input(key="steps").set_value(40).run()
-    assert any("steps must be at most 32 in demo mode, got 40." in text for text in messages(at, "error"))
+    assert "Steps must be at most 32 in demo mode, got 40." in messages(at, "error"), messages(at, "error")
     assert at.sidebar.text_input(key="runs_dir").disabled
