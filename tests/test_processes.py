@@ -627,6 +627,31 @@ def test_detach_returns_while_trainer_runs(processes, tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_stop_while_trainer_starts(processes, tmp_path):
+    # The stop reaches the trainer while it imports TensorFlow, before its first step.
+    settings = {**SMALL_RUN, "max_images": 800, "epochs": 1}
+    run_dir = tmp_path / "run"
+    started = processes.run("train", "--run-dir", run_dir, *train_flags(settings), "--detach")
+    assert started.returncode == 0, started.stderr
+    pid = int(re.search(r"started trainer pid (\d+)", started.stdout).group(1))
+    processes.detached.append((pid, run_dir))
+
+    stopped = processes.run("stop", "--run-dir", run_dir, "--wait", "60")
+
+    assert stopped.returncode == 0, stopped.stderr
+    status = runs.read_status(run_dir)
+    assert status["state"] == "stopped"
+    assert status["step"] == 0
+    log = (run_dir / runs.LOG_FILE).read_text()
+    assert "while starting; stopping before training" in log
+
+    resumed = processes.run("train", "--run-dir", run_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert runs.read_status(run_dir)["state"] == "finished"
+    assert_complete_history(run_dir, 1, 50, settings["log_every_steps"])
+
+
+@pytest.mark.timeout(300)
 def test_foreground_progress_bar_on_terminal(mnist_path, tmp_path):
     # stderr on a pseudo-terminal, as in an interactive shell.
     run_dir = tmp_path / "run"
