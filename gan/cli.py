@@ -261,8 +261,9 @@ def _flags(overrides: dict, config_path) -> str:
 class _TerminalProgress(logging.Filter):
     """A one-line progress bar on stderr, redrawn on every heartbeat.
 
-    As a filter on the stderr log handler it clears the bar before each log
-    line, so the line starts at the left edge; the next heartbeat redraws it.
+    It is also a filter on the stderr log handler, which clears the bar before
+    each log line so that the line starts at the left edge. The next
+    heartbeat draws the bar again.
     """
 
     width = 30

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from gan.config import KERAS_DATASETS
 from gan.errors import DataError, InputError
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-KERAS_DATASETS = ("mnist", "fashion_mnist")
 MNIST_PATH_ENV = "GAN_MNIST_PATH"
 
 SPLITS = ("train", "test")

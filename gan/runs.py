@@ -317,7 +317,6 @@ def launch(
     run_dir: str | Path,
     *,
     resume: bool = False,
-    extra_env: dict[str, str] | None = None,
 ) -> int:
     """Start ``python -m gan train --run-dir RUN`` detached and return its pid at once.
 
@@ -341,7 +340,7 @@ def launch(
         command = [sys.executable, "-m", "gan", "train", "--run-dir", str(run_dir)]
         if resume:
             command.append("--resume")
-        env = {**os.environ, **(extra_env or {})}
+        env = dict(os.environ)
         # The child must import this same package, wherever the caller runs from.
         package_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
