@@ -23,6 +23,11 @@ from gan.errors import InputError
 
 log = logging.getLogger(__name__)
 
+# What TensorFlow raises for damaged checkpoint files: OpError (DataLossError and
+# others) from the restore ops, IndexError from the reader on a cut-short file,
+# ValueError and AssertionError when the contents do not match the objects.
+_RESTORE_ERRORS = (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError)
+
 _MARKER = re.compile(r"^ckpt-(\d+)\.json$")
 
 
@@ -114,25 +119,48 @@ class CheckpointStore:
             if not marker.with_suffix(".index").exists():
                 marker.unlink(missing_ok=True)
 
-    def restore_latest(self) -> CheckpointInfo:
-        """Restore the newest complete checkpoint that reads back, falling back to older ones."""
-        candidates = list(reversed(self.complete()))
-        for info in candidates:
+    def restore_latest(self) -> tuple[CheckpointInfo, list[str]]:
+        """Restore the newest complete checkpoint that reads back, falling back to older ones.
+
+        Return the restored checkpoint and one message per newer checkpoint
+        that failed to restore. A failed checkpoint's marker is renamed to
+        ``ckpt-STEP.json.broken``, so later resumes skip it and the files stay
+        for inspection.
+        """
+        skipped = []
+        for info in reversed(self.complete()):
             try:
                 self.checkpoint.restore(str(info.path)).assert_existing_objects_matched()
-                return info
-            except (tf.errors.OpError, ValueError, AssertionError) as error:
-                log.warning(
-                    "checkpoint %s could not be restored (%s); trying an older one",
-                    info.name,
-                    error,
-                )
-        raise CheckpointError(f"no checkpoint in {self.directory} could be restored.")
+                return info, skipped
+            except _RESTORE_ERRORS as error:
+                message = f"checkpoint {info.name} could not be restored ({_first_line(error)})"
+                log.warning("%s; trying an older one", message)
+                skipped.append(message)
+                marker = info.path.with_name(f"{info.name}.json")
+                marker.replace(marker.with_name(f"{marker.name}.broken"))
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} could be restored: {'; '.join(skipped)}. "
+            "Delete the checkpoints folder to train the run again from step 0."
+        )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def restore_generator(generator: keras.Model, info: CheckpointInfo) -> keras.Model:
-    """Load only the generator's weights from a training checkpoint into ``generator``."""
-    status = tf.train.Checkpoint(generator=generator).restore(str(info.path))
-    status.expect_partial()
-    status.assert_existing_objects_matched()
+    """Load only the generator's weights from a training checkpoint into ``generator``.
+
+    Raises CheckpointError when the checkpoint's files are damaged or do not
+    match the generator.
+    """
+    try:
+        status = tf.train.Checkpoint(generator=generator).restore(str(info.path))
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except _RESTORE_ERRORS as error:
+        raise CheckpointError(
+            f"checkpoint {info.path} could not be read ({_first_line(error)}); choose another checkpoint."
+        ) from None
     return generator

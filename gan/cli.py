@@ -329,6 +329,8 @@ def cmd_status(args) -> int:
     print(_describe(info))
     if info.last_error:
         print(f"last error: {info.last_error}")
+    for warning in status.get("warnings") or []:
+        print(f"warning: {warning}")
     return EXIT_OK
 
 

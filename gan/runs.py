@@ -172,9 +172,20 @@ def is_run(path: Path) -> bool:
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """Return the run's status with ``state`` resolved: a live state whose trainer is gone is ``crashed``."""
+    """Return the run's status with ``state`` resolved: a live state whose trainer is gone is ``crashed``.
+
+    A status.json that exists but does not parse was damaged outside the
+    trainer, whose writes are atomic. The run then reads as ``crashed``, or
+    ``running`` while a trainer holds its lock, so that it can be resumed
+    from its checkpoints rather than started over.
+    """
     run_dir = Path(run_dir)
-    status = read_json(run_dir / STATUS_FILE) or {"state": "new"}
+    path = run_dir / STATUS_FILE
+    status = read_json(path)
+    if status is None and path.exists():
+        state = "running" if _lock_held(run_dir) else "crashed"
+        return {"state": state, "last_error": f"{path} is unreadable; resume the run to rewrite it."}
+    status = status or {"state": "new"}
     state = status.get("state")
     if state in LIVE_STATES and not _trainer_alive(run_dir, status):
         status = {**status, "recorded_state": state, "state": "crashed"}

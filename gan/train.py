@@ -208,6 +208,7 @@ class Trainer:
         self.on_progress = on_progress
         self.stop_requested = False
         self.restored_epoch_means: list[np.ndarray] | None = None
+        self.warnings: list[str] = []  # problems this trainer recovered from, shown in status.json
         self.last_heartbeat = 0.0
         self.last_checkpoint_time = time.time()
         self.last_checkpoint_step = 0
@@ -272,7 +273,8 @@ class Trainer:
                 "or start a new run folder."
             )
         if resume and existing:
-            restored = self.store.restore_latest()
+            restored, skipped = self.store.restore_latest()
+            self.warnings.extend(skipped)
             self.progress.epoch = int(self.epoch_variable.numpy())
             self.progress.step = int(self.step_variable.numpy())
             if self.progress.step > self.progress.epoch * self.progress.steps_per_epoch:
@@ -316,6 +318,7 @@ class Trainer:
             "eta_seconds": _round_or_none(progress.eta_seconds),
             "started": progress.started,
             "last_error": error,
+            "warnings": self.warnings,
         }
         runs.write_status(self.run_dir, status)
         self.last_heartbeat = now

@@ -440,13 +440,69 @@ def test_list_checkpoints_skips_incomplete(tmp_path):
     assert [info.name for info in found] == ["ckpt-9", "ckpt-10"]
 
     value.assign(-1)
-    restored = store.restore_latest()
+    restored, skipped = store.restore_latest()
+
+    assert restored.step == 10
+    assert skipped == []
+    assert int(value.numpy()) == 10
+
+
+def test_restore_latest_falls_back_past_corrupt(tmp_path):
+    import tensorflow as tf
+
+    from gan import checkpoints
+
+    directory = tmp_path / "checkpoints"
+    value = tf.Variable(0, dtype=tf.int64)
+    store = checkpoints.CheckpointStore(directory, tf.train.Checkpoint(value=value), max_to_keep=10)
+    for step in (10, 20):
+        value.assign(step)
+        store.save(step=step, epoch=1, num_classes=None)
+    # The newest checkpoint's data file is cut short on disk, as by a failing disk.
+    data_file = next(directory.glob("ckpt-20.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:3])
+
+    value.assign(-1)
+    restored, skipped = store.restore_latest()
 
     assert restored.step == 10
     assert int(value.numpy()) == 10
+    assert len(skipped) == 1
+    assert skipped[0].startswith("checkpoint ckpt-20 could not be restored")
+    assert (directory / "ckpt-20.json.broken").exists()
+    assert [info.step for info in checkpoints.list_checkpoints(directory)] == [10]
+
+
+def test_restore_latest_all_corrupt_raises(tmp_path):
+    import tensorflow as tf
+
+    from gan import checkpoints
+
+    directory = tmp_path / "checkpoints"
+    value = tf.Variable(0, dtype=tf.int64)
+    store = checkpoints.CheckpointStore(directory, tf.train.Checkpoint(value=value), max_to_keep=10)
+    store.save(step=10, epoch=1, num_classes=None)
+    data_file = next(directory.glob("ckpt-10.data-*"))
+    data_file.write_bytes(b"")
+
+    with pytest.raises(
+        checkpoints.CheckpointError, match=r"no checkpoint in .* could be restored: checkpoint ckpt-10"
+    ):
+        store.restore_latest()
 
 
 def test_list_checkpoints_missing_folder(tmp_path):
     from gan import checkpoints
 
     assert checkpoints.list_checkpoints(tmp_path / "absent") == []
+
+
+def test_read_status_damaged_file_is_crashed(tmp_path):
+    run_dir = runs.create_run(tmp_path / "run", TrainConfig())
+    (run_dir / runs.STATUS_FILE).write_text('{"state": "runn')
+
+    status = runs.read_status(run_dir)
+
+    assert status["state"] == "crashed"
+    assert "status.json is unreadable" in status["last_error"]
+    assert runs.run_info(run_dir).state == "crashed"

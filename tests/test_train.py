@@ -119,7 +119,9 @@ def test_checkpoint_restores_bit_for_bit(finished_run):
         checkpoints.training_checkpoint(fresh, epoch, step),
         max_to_keep=config.checkpoints_kept,
     )
-    assert store.restore_latest().step == latest.step
+    restored, skipped = store.restore_latest()
+    assert restored.step == latest.step
+    assert skipped == []
     assert int(epoch.numpy()) == 2
     assert int(step.numpy()) == 16
     assert int(fresh.g_optimizer.iterations.numpy()) == 16
@@ -147,7 +149,7 @@ def test_optimizer_moments_restored(finished_run):
         ),
         max_to_keep=2,
     )
-    store.restore_latest()
+    store.restore_latest()  # returns (restored, skipped)
     for name, optimizer in (("g_optimizer", fresh.g_optimizer), ("d_optimizer", fresh.d_optimizer)):
         # Adam's first and second moments, one pair per trainable variable.
         moments = [
@@ -250,3 +252,39 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, mnist_path):
     log = (run_dir / runs.LOG_FILE).read_text()
     assert "MirroredStrategy with 2 replica(s)" in log
     assert len(pd.read_csv(run_dir / runs.EPOCHS_FILE)) == 1
+
+
+def test_resume_skips_corrupt_newest_checkpoint(tmp_path):
+    run_dir = runs.create_run(tmp_path / "run", tiny_config(epochs=1))
+    assert train(run_dir) == "finished"
+    directory = run_dir / runs.CHECKPOINTS_DIR
+    data_file = next(directory.glob("ckpt-8.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:10])
+    # Pretend the run stopped after its step-5 checkpoint: one more epoch to go.
+    config = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    runs.write_atomic(run_dir / runs.CONFIG_FILE, json.dumps({**config, "epochs": 2}))
+
+    assert train(run_dir, resume=True) == "finished"
+
+    status = runs.read_status(run_dir)
+    assert status["step"] == 16
+    assert len(status["warnings"]) == 1
+    assert status["warnings"][0].startswith("checkpoint ckpt-8 could not be restored")
+    log = (run_dir / runs.LOG_FILE).read_text()
+    assert "resumed from ckpt-5: epoch 0, step 5" in log
+    metrics = pd.read_csv(run_dir / runs.METRICS_FILE)
+    assert metrics["step"].is_unique
+    assert metrics["step"].is_monotonic_increasing
+
+
+def test_load_generator_corrupt_checkpoint(finished_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    data_file = next((copy / runs.CHECKPOINTS_DIR).glob("ckpt-16.data-*"))
+    data_file.write_bytes(b"")
+    with pytest.raises(
+        checkpoints.CheckpointError, match=r"ckpt-16 could not be read .*choose another checkpoint"
+    ):
+        load_generator(copy, checkpoint_step=16)
