@@ -23,9 +23,9 @@ from gan.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# What TensorFlow raises for damaged checkpoint files: OpError (DataLossError and
-# others) from the restore ops, IndexError from the reader on a cut-short file,
-# ValueError and AssertionError when the contents do not match the objects.
+# Exceptions that TensorFlow raises for damaged checkpoint files. The restore ops
+# raise OpError (DataLossError and others), the reader raises IndexError on a
+# cut-short file, and ValueError or AssertionError mean the contents do not match.
 _RESTORE_ERRORS = (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError)
 
 _MARKER = re.compile(r"^ckpt-(\d+)\.json$")

@@ -123,6 +123,8 @@ def _add_generate(commands) -> None:
         help="write a grid of digits from seeds to a PNG file",
         description="Digit i of the grid comes from seed SEED+i, so any tile can be made again on its own.",
     )
+
+    # Where the generator comes from
     source = generate.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-dir", type=Path, help="load the generator of this run")
     source.add_argument("--generator", type=Path, metavar="FILE.keras", help="load this saved generator")
@@ -132,6 +134,8 @@ def _add_generate(commands) -> None:
         metavar="STEP",
         help="with --run-dir: the checkpoint at this step (default latest)",
     )
+
+    # What to draw
     generate.add_argument("--seed", type=int, default=0, help="seed of the first digit (default 0)")
     generate.add_argument("--count", type=int, default=64, help="number of digits (default 64)")
     generate.add_argument("--columns", type=int, default=8, help="digits per grid row (default 8)")
@@ -147,6 +151,8 @@ def _add_generate(commands) -> None:
         help="conditional generators: a class 0-9 for every digit, or 'rows' for one class per row "
         "(then --count is ignored and the grid has 10 rows of --columns)",
     )
+
+    # Interpolation instead of a grid
     generate.add_argument(
         "--interpolate-to",
         type=int,
@@ -159,6 +165,8 @@ def _add_generate(commands) -> None:
         default=10,
         help="digits in an interpolation strip (default 10)",
     )
+
+    # Output files
     generate.add_argument(
         "--output",
         type=Path,
@@ -424,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on a usage error
     # TensorFlow's native INFO to ERROR lines (CUDA probing on machines without
-    # a GPU, grappler notes) bury the trainer's own log; set the variable to 0 to see them.
+    # a GPU, grappler notes) bury the trainer's own log. Set the variable to 0 to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
     # TensorFlow's absl logger reports every checkpoint shard at INFO.

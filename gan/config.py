@@ -42,7 +42,7 @@ class TrainConfig:
     """Hyperparameters and run settings of one run.
 
     The optimiser defaults are those of the DCGAN paper (Radford et al., 2015).
-    Each field's metadata holds its form group and help text.
+    Each field's metadata contains its form group and help text.
     """
 
     # Data

@@ -4,7 +4,7 @@ A digit is a pure function of its seed, the settings and the generator. Its
 latent vector comes from ``numpy.random.default_rng(seed)``, the generator
 runs in inference mode, and every batch has the same shape. So neither the
 other seeds of a request nor earlier calls change its pixels. A grid of K
-digits from seed S holds the digits of seeds S, S+1, ..., S+K-1.
+digits from seed S contains the digits of seeds S, S+1, ..., S+K-1.
 """
 
 from __future__ import annotations
