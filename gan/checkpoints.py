@@ -1,7 +1,7 @@
 """Checkpoints of a run: complete training state, written so that none is ever half-read.
 
 A checkpoint is TensorFlow's ``ckpt-STEP.index`` and ``.data-*`` files,
-written by ``tf.train.CheckpointManager``, followed by a ``ckpt-STEP.json``
+written by ``tf.train.Checkpoint.write``, followed by a ``ckpt-STEP.json``
 marker written atomically last. Readers ignore a checkpoint without its
 marker, so a trainer killed during a save leaves the previous one in charge.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from gan import runs
-from gan.errors import InputError
+from gan import faults, runs
+from gan.errors import InputError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -78,46 +79,88 @@ def list_checkpoints(directory: str | Path) -> list[CheckpointInfo]:
         meta = runs.read_json(marker)
         if meta is None or not prefix.with_suffix(".index").exists():
             continue
-        found.append(
-            CheckpointInfo(
+        try:
+            info = CheckpointInfo(
                 path=prefix,
                 step=int(meta.get("step", match.group(1))),
                 epoch=int(meta.get("epoch", 0)),
-                num_classes=meta.get("num_classes"),
+                num_classes=_optional_int(meta.get("num_classes")),
                 time=float(meta.get("time", marker.stat().st_mtime)),
             )
-        )
+        except (TypeError, ValueError, OSError):
+            continue  # a damaged marker: the checkpoint does not count as complete
+        found.append(info)
     return sorted(found, key=lambda info: info.step)
 
 
 class CheckpointStore:
-    """Saves and restores the training checkpoint of one run, keeping the newest few."""
+    """Saves and restores the training checkpoint of one run, keeping the newest few.
+
+    The markers are the only index of the folder. ``tf.train.CheckpointManager``
+    is not used: it deletes old checkpoints as soon as a new one's files are
+    written, before the new one's marker makes it complete, and its own index
+    still counts checkpoints that a killed trainer left without a marker. So
+    a crash at the wrong moment could leave no complete checkpoint. Here old
+    checkpoints are deleted only after the new marker is on disk.
+    """
 
     def __init__(self, directory: Path, checkpoint: tf.train.Checkpoint, max_to_keep: int):
         self.directory = Path(directory)
         self.checkpoint = checkpoint
-        self.manager = tf.train.CheckpointManager(checkpoint, str(self.directory), max_to_keep=max_to_keep)
+        self.max_to_keep = max_to_keep
+        # Restoring creates the save counter, so every checkpoint must hold it to match.
+        checkpoint.save_counter  # noqa: B018 (the property creates the variable)
 
     def complete(self) -> list[CheckpointInfo]:
         return list_checkpoints(self.directory)
 
     def save(self, *, step: int, epoch: int, num_classes: int | None) -> Path:
-        prefix = Path(self.manager.save(checkpoint_number=step))
-        marker = {
-            "step": step,
-            "epoch": epoch,
-            "num_classes": num_classes,
-            "time": time.time(),
-        }
-        runs.write_atomic(prefix.with_name(f"{prefix.name}.json"), json.dumps(marker))
-        self._remove_orphan_markers()
+        """Write the checkpoint of ``step``; raise StorageError, keeping the older ones, if it fails."""
+        prefix = self.directory / f"ckpt-{step}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.checkpoint.write(str(prefix))
+            faults.point("checkpoint_files")
+            marker = {
+                "step": step,
+                "epoch": epoch,
+                "num_classes": num_classes,
+                "time": time.time(),
+            }
+            runs.write_atomic(prefix.with_name(f"{prefix.name}.json"), json.dumps(marker))
+            # An earlier checkpoint of this step failed to restore; these files replace it.
+            prefix.with_name(f"{prefix.name}.json.broken").unlink(missing_ok=True)
+        except (OSError, tf.errors.OpError) as error:
+            self._remove_files(prefix)
+            kept = self.complete()
+            previous = f"checkpoint {kept[-1].name} is intact" if kept else "no earlier checkpoint exists"
+            raise StorageError(
+                f"could not write checkpoint {prefix} ({_first_line(error)}); {previous}. "
+                "Free disk space or make the folder writable, then resume the run."
+            ) from error
+        self._trim(keep=prefix)
         return prefix
 
-    def _remove_orphan_markers(self) -> None:
-        # CheckpointManager deletes the TensorFlow files of old checkpoints; their markers go too.
+    def _trim(self, keep: Path) -> None:
+        """Delete complete checkpoints past the newest ``max_to_keep``, and files that have no marker."""
+        complete = {info.path for info in self.complete()[-self.max_to_keep :]}
+        for index in self.directory.glob("ckpt-*.index"):
+            prefix = index.with_suffix("")
+            broken = prefix.with_name(f"{prefix.name}.json.broken").exists()
+            if prefix != keep and prefix not in complete and not broken:
+                self._remove_files(prefix)
         for marker in self.directory.glob("ckpt-*.json"):
             if not marker.with_suffix(".index").exists():
                 marker.unlink(missing_ok=True)
+
+    def _remove_files(self, prefix: Path) -> None:
+        """Delete one checkpoint's files: its marker first, so that no reader takes it while it goes."""
+        prefix.with_name(f"{prefix.name}.json").unlink(missing_ok=True)
+        for path in self.directory.glob(f"{prefix.name}.*"):
+            if path.suffix != ".broken":
+                path.unlink(missing_ok=True)
+        for path in self.directory.glob(f"{prefix.name}_temp*"):
+            shutil.rmtree(path, ignore_errors=True)
 
     def restore_latest(self) -> tuple[CheckpointInfo, list[str]]:
         """Restore the newest complete checkpoint that reads back, falling back to older ones.
@@ -142,6 +185,10 @@ class CheckpointStore:
             f"no checkpoint in {self.directory} could be restored: {'; '.join(skipped)}. "
             "Delete the checkpoints folder to train the run again from step 0."
         )
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)
 
 
 def _first_line(error: Exception) -> str:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from gan import __version__
-from gan.config import GROUPS, TrainConfig, field_group
-from gan.errors import InputError, RunLockedError
+from gan import __version__, names
+from gan.config import GROUPS, MAX_SEED, TrainConfig, field_group
+from gan.errors import InputError, RunLockedError, StorageError, format_value
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -27,12 +28,76 @@ log = logging.getLogger("gan")
 # Flags of `train` that the design fixes; every other TrainConfig field gets a flag too.
 _CHOICES = {"model": ("dcgan", "conditional")}
 
+# Bounds of the generate options, checked before TensorFlow loads the generator.
+MAX_GENERATE_COUNT = 10_000
+MAX_GENERATE_COLUMNS = 1000
+MAX_INTERPOLATION_STEPS = 1000
+MAX_LATENT_SCALE = 10.0
+# Maximum wait for a stopping trainer: a day.
+MAX_STOP_WAIT_SECONDS = 86_400.0
+
 
 class UsageError(InputError):
     """A command line whose options contradict each other or the run folder."""
 
 
 # Parser ---------------------------------------------------------------------
+
+
+def _integer(example: object):
+    """Return an argparse type that parses an integer and names an example when the text is not one."""
+
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer such as {example}, got {format_value(text)}"
+            ) from None
+
+    return parse
+
+
+def _number(example: object):
+    """Return an argparse type that parses a float and names an example when the text is not one."""
+
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a number such as {example}, got {format_value(text)}"
+            ) from None
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]):
+    """Return an argparse type that accepts one of ``choices``, with a short message otherwise."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}, got {format_value(text)}")
+        return text
+
+    return parse
+
+
+def _path(text: str) -> Path:
+    """Parse a path option, rejecting what no file system accepts: empty, NUL bytes, over-long names."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; pass a path")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(
+            f"contains a NUL character, which no path may contain: {format_value(text)}"
+        )
+    too_long = names.long_component(text)
+    if too_long is not None:
+        raise argparse.ArgumentTypeError(
+            f"has a file or folder name of more than {names.MAX_COMPONENT_BYTES} bytes, which file systems "
+            f"reject: {format_value(too_long)}; use a shorter name"
+        )
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,21 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
 
     stop = commands.add_parser("stop", help="stop a training run after its current step, with a checkpoint")
-    stop.add_argument("--run-dir", required=True, type=Path, help="the run folder")
+    stop.add_argument("--run-dir", required=True, type=_path, help="the run folder")
     stop.add_argument(
         "--wait",
-        type=float,
+        type=_number(60),
         default=60.0,
         metavar="SECONDS",
         help="seconds to wait for the trainer to exit (default 60)",
     )
 
     status = commands.add_parser("status", help="show the state and progress of a run")
-    status.add_argument("--run-dir", required=True, type=Path, help="the run folder")
+    status.add_argument("--run-dir", required=True, type=_path, help="the run folder")
     status.add_argument("--json", action="store_true", help="print status.json with the resolved state")
 
     listing = commands.add_parser("list", help="list the runs under the runs root with their state")
-    listing.add_argument("--runs-dir", type=Path, help="runs root (default $GAN_RUNS_DIR, else runs/)")
+    listing.add_argument("--runs-dir", type=_path, help="runs root (default $GAN_RUNS_DIR, else runs/)")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
 
     _add_generate(commands)
@@ -75,10 +140,10 @@ def _add_train(commands) -> None:
         description="Create and train the run in --run-dir, or continue it with --resume. "
         "Options override --config, which overrides the defaults.",
     )
-    train.add_argument("--run-dir", required=True, type=Path, help="the run folder (created if new)")
+    train.add_argument("--run-dir", required=True, type=_path, help="the run folder (created if new)")
     train.add_argument(
         "--config",
-        type=Path,
+        type=_path,
         metavar="FILE.json",
         help="TrainConfig JSON to start from",
     )
@@ -95,25 +160,26 @@ def _add_train(commands) -> None:
     groups = {key: train.add_argument_group(f"{title} (TrainConfig fields)") for key, title in GROUPS.items()}
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        kind = _field_type(field)
+        choices = _CHOICES.get(field.name)
+        kind = _choice(choices) if choices else _field_type(field)
         help_text = field.metadata["help"] + f" (default {field.default})"
         groups[field_group(field.name)].add_argument(
             flag,
             dest=field.name,
             type=kind,
-            choices=_CHOICES.get(field.name),
             default=None,
-            metavar=None if field.name in _CHOICES else field.name.upper(),
+            metavar="{" + ",".join(choices) + "}" if choices else field.name.upper(),
             help=help_text.replace("%", "%%"),
         )
 
 
 def _field_type(field):
     annotation = str(field.type)
+    example = field.default if field.default is not None else 10000
     if "float" in annotation:
-        return float
+        return _number(example)
     if "int" in annotation:
-        return int
+        return _integer(example)
     return str
 
 
@@ -126,22 +192,22 @@ def _add_generate(commands) -> None:
 
     # Where the generator comes from
     source = generate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-dir", type=Path, help="load the generator of this run")
-    source.add_argument("--generator", type=Path, metavar="FILE.keras", help="load this saved generator")
+    source.add_argument("--run-dir", type=_path, help="load the generator of this run")
+    source.add_argument("--generator", type=_path, metavar="FILE.keras", help="load this saved generator")
     generate.add_argument(
         "--checkpoint",
-        type=int,
+        type=_integer(500),
         metavar="STEP",
         help="with --run-dir: the checkpoint at this step (default latest)",
     )
 
     # What to draw
-    generate.add_argument("--seed", type=int, default=0, help="seed of the first digit (default 0)")
-    generate.add_argument("--count", type=int, default=64, help="number of digits (default 64)")
-    generate.add_argument("--columns", type=int, default=8, help="digits per grid row (default 8)")
+    generate.add_argument("--seed", type=_integer(0), default=0, help="seed of the first digit (default 0)")
+    generate.add_argument("--count", type=_integer(64), default=64, help="number of digits (default 64)")
+    generate.add_argument("--columns", type=_integer(8), default=8, help="digits per grid row (default 8)")
     generate.add_argument(
         "--latent-scale",
-        type=float,
+        type=_number(0.8),
         default=1.0,
         help="multiply latent vectors by this factor; below 1 trades variety for quality (default 1.0)",
     )
@@ -155,13 +221,13 @@ def _add_generate(commands) -> None:
     # Interpolation instead of a grid
     generate.add_argument(
         "--interpolate-to",
-        type=int,
+        type=_integer(1),
         metavar="SEED",
         help="instead of a grid, a strip of --steps digits on the path from --seed to this seed",
     )
     generate.add_argument(
         "--steps",
-        type=int,
+        type=_integer(10),
         default=10,
         help="digits in an interpolation strip (default 10)",
     )
@@ -169,14 +235,14 @@ def _add_generate(commands) -> None:
     # Output files
     generate.add_argument(
         "--output",
-        type=Path,
+        type=_path,
         required=True,
         metavar="FILE.png",
         help="PNG file to write",
     )
     generate.add_argument(
         "--npz",
-        type=Path,
+        type=_path,
         metavar="FILE.npz",
         help="also write the images and seeds as .npz",
     )
@@ -211,6 +277,7 @@ def cmd_train(args) -> int:
                 "or choose a new --run-dir."
             )
     else:
+        _check_new_run_dir(run_dir)
         config = TrainConfig.load(args.config) if args.config else TrainConfig()
         config = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
         _check_data(config)
@@ -246,6 +313,31 @@ def cmd_train(args) -> int:
                 handler.removeFilter(progress)
     print(f"{run_dir}: {state}")
     return EXIT_OK
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    """Reject a --run-dir for a new run whose last name is not a plain folder name.
+
+    The rest of the path is the shell user's own choice. The last name
+    becomes the run's name in listings and on the pages, so it must be 1 to
+    MAX_NAME_LENGTH characters without control characters, and not . or ..
+    """
+    name = run_dir.name
+    if name in ("", ".", ".."):
+        raise UsageError(f"--run-dir {format_value(str(run_dir))} must end in a folder name for the new run.")
+    control = names.control_character(name)
+    if control:
+        raise UsageError(
+            f"--run-dir folder name {format_value(name)} contains the control character {control}; "
+            "use letters, digits, '.', '_' and '-'."
+        )
+    if len(name) > names.MAX_NAME_LENGTH:
+        raise UsageError(
+            f"--run-dir folder name must be at most {names.MAX_NAME_LENGTH} characters, "
+            f"got {len(name)}: {format_value(name)}."
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir} is a file; choose a folder path for the new run.")
 
 
 def _check_data(config: TrainConfig) -> None:
@@ -318,6 +410,11 @@ def _duration(seconds: float) -> str:
 def cmd_stop(args) -> int:
     from gan import runs
 
+    if not math.isfinite(args.wait) or not 0 <= args.wait <= MAX_STOP_WAIT_SECONDS:
+        raise UsageError(
+            f"--wait must be a number of seconds from 0 to {MAX_STOP_WAIT_SECONDS:g}, got {args.wait!r}; "
+            "the default is 60."
+        )
     status = runs.stop(args.run_dir, wait_seconds=args.wait)
     print(
         f"{args.run_dir}: {status['state']} at epoch {status.get('epoch', 0)}, step {status.get('step', 0)}"
@@ -337,8 +434,12 @@ def cmd_status(args) -> int:
     print(_describe(info))
     if info.last_error:
         print(f"last error: {info.last_error}")
-    for warning in status.get("warnings") or []:
+    recorded = status.get("warnings")
+    for warning in recorded if isinstance(recorded, list) else []:
         print(f"warning: {warning}")
+    for warning in info.warnings:
+        if warning != info.last_error:
+            print(f"warning: {warning}")
     return EXIT_OK
 
 
@@ -358,6 +459,8 @@ def _describe(info) -> str:
 def cmd_list(args) -> int:
     from gan import runs
 
+    if args.runs_dir is not None and args.runs_dir.exists() and not args.runs_dir.is_dir():
+        raise UsageError(f"--runs-dir {args.runs_dir} is a file; pass the folder that contains the runs.")
     found = runs.list_runs(args.runs_dir)
     if args.json:
         rows = [
@@ -374,17 +477,22 @@ def cmd_list(args) -> int:
         return EXIT_OK
     for info in found:
         print(_describe(info))
+        for warning in info.warnings:
+            print(f"  warning: {warning}")
     return EXIT_OK
 
 
 def cmd_generate(args) -> int:
-    from gan import generate
+    from gan import generate, runs
 
+    digit = _parse_digit(args.digit)
+    _check_generate_options(args)
     if args.generator:
         if args.checkpoint is not None:
             raise UsageError("--checkpoint goes with --run-dir, not with --generator.")
         generator = generate.load_generator_file(args.generator)
     else:
+        runs.load_config(args.run_dir)  # a folder that is no run fails here, before TensorFlow loads
         generator = generate.load_generator(args.run_dir, args.checkpoint)
 
     request = generate.GridRequest(
@@ -392,7 +500,7 @@ def cmd_generate(args) -> int:
         count=args.count,
         columns=args.columns,
         latent_scale=args.latent_scale,
-        digit=_parse_digit(args.digit),
+        digit=digit,
     )
     if args.interpolate_to is not None:
         result = generate.make_interpolation(generator, request, args.interpolate_to, args.steps)
@@ -410,9 +518,59 @@ def _parse_digit(value: str | None) -> int | str | None:
     if value is None or value == "rows":
         return value
     try:
-        return int(value)
+        digit = int(value)
     except ValueError:
-        raise UsageError(f"--digit must be a class number such as 3, or 'rows', got {value!r}.") from None
+        digit = -1
+    if digit < 0:
+        raise UsageError(
+            f"--digit must be a class number such as 3, or 'rows', got {format_value(value)}."
+        ) from None
+    return digit
+
+
+def _check_generate_options(args) -> None:
+    """Reject out-of-range generate options before TensorFlow loads the generator."""
+    ranges = [
+        ("--seed", args.seed, 0, MAX_SEED),
+        ("--count", args.count, 1, MAX_GENERATE_COUNT),
+        ("--columns", args.columns, 1, MAX_GENERATE_COLUMNS),
+        ("--steps", args.steps, 2, MAX_INTERPOLATION_STEPS),
+    ]
+    if args.interpolate_to is not None:
+        ranges.append(("--interpolate-to", args.interpolate_to, 0, MAX_SEED))
+    if args.checkpoint is not None:
+        ranges.append(("--checkpoint", args.checkpoint, 0, 2**63 - 1))
+    for flag, value, low, high in ranges:
+        if not low <= value <= high:
+            raise UsageError(f"{flag} must be an integer from {low} to {high}, got {value}.")
+    if args.interpolate_to is None and args.seed + args.count - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seed {args.seed} with --count {args.count} goes past the largest seed {MAX_SEED}; "
+            f"use a --seed of at most {MAX_SEED - args.count + 1}."
+        )
+    scale = args.latent_scale
+    if not math.isfinite(scale) or not 0 < scale <= MAX_LATENT_SCALE:
+        raise UsageError(
+            f"--latent-scale must be a number greater than 0 and at most {MAX_LATENT_SCALE:g}, "
+            f"got {scale!r}; 1.0 draws from the training distribution."
+        )
+    for flag, path in (("--output", args.output), ("--npz", args.npz)):
+        if path is not None:
+            _check_output_path(flag, path)
+
+
+def _check_output_path(flag: str, path: Path) -> None:
+    """Reject an output file whose name has a control character, or that names a folder."""
+    control = names.control_character(path.name)
+    if control:
+        raise UsageError(
+            f"{flag} file name {format_value(path.name)} contains the control character {control}; "
+            "choose a name without it."
+        )
+    if path.name in ("", ".", "..") or path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; pass a file path such as {path / 'digits.png'}.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: {path.parent} is a file, not a folder; choose another path.")
 
 
 # Entry point ----------------------------------------------------------------
@@ -445,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_FAILURE
-    except RunLockedError as error:
+    except (RunLockedError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:  # a runtime failure: one line on stderr, the traceback in the log

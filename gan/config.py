@@ -8,17 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from gan.errors import InputError
+from gan.errors import InputError, format_value
 
 MODEL_KINDS = ("dcgan", "conditional")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 KERAS_DATASETS = ("mnist", "fashion_mnist")
+
+# The largest seed: keras.utils.set_random_seed passes the seed to numpy's
+# legacy generator, which takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+# Allowed range of each integer field. The upper bounds reject a typo such as
+# an extra zero before a run starts that could never finish or fit in memory.
+INT_RANGES = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 65_536),
+    "latent_dim": (1, 4096),
+    "width": (1, 1024),
+    "sample_count": (1, 1024),
+    "checkpoint_every_steps": (1, 10**9),
+    "checkpoints_kept": (1, 10_000),
+    "log_every_steps": (1, 10**9),
+    "max_images": (1, 10**9),
+    "seed": (0, MAX_SEED),
+    "sample_seed": (0, MAX_SEED),
+}
+# Adam learning rates above 1 make both networks diverge at once.
+MAX_LEARNING_RATE = 1.0
+MAX_CHECKPOINT_MINUTES = 7 * 24 * 60.0  # a week
 
 
 GROUPS = {
@@ -129,41 +151,46 @@ class TrainConfig:
         ``num_images`` is the size of the loaded dataset, when known, so that a
         batch larger than the dataset is rejected before training starts.
         """
-        for name in ("epochs", "batch_size", "latent_dim", "width", "sample_count"):
-            _require_positive_int(self, name)
-        for name in ("checkpoint_every_steps", "checkpoints_kept", "log_every_steps"):
-            _require_positive_int(self, name)
-        for name in ("seed", "sample_seed"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}.")
-        if self.max_images is not None:
-            _require_positive_int(self, "max_images", hint=" Leave it unset (empty) to use every image.")
+        for name in INT_RANGES:
+            if name != "max_images" or self.max_images is not None:
+                _require_int_in_range(self, name)
+        last_sample_seed = self.sample_seed + self.sample_count - 1
+        if last_sample_seed > MAX_SEED:
+            highest = MAX_SEED - self.sample_count + 1
+            raise ConfigError(
+                f"sample_seed {self.sample_seed} plus sample_count {self.sample_count} goes past "
+                f"the largest seed {MAX_SEED}; lower sample_seed to at most {highest}."
+            )
         for name in ("generator_lr", "discriminator_lr"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            if not _is_number(value) or not 0 < value <= MAX_LEARNING_RATE:
                 raise ConfigError(
-                    f"{name} must be a finite number greater than 0, got {value!r}; DCGAN uses 0.0002."
+                    f"{name} must be a number greater than 0 and at most {MAX_LEARNING_RATE:g}, "
+                    f"got {format_value(value)}; DCGAN uses 0.0002."
                 )
         for name in ("beta_1", "beta_2"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 <= value < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}.")
+                raise ConfigError(
+                    f"{name} must be in [0, 1), got {format_value(value)}; the default is {_default(name)}."
+                )
         value = self.checkpoint_every_minutes
-        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        if not _is_number(value) or not 0 < value <= MAX_CHECKPOINT_MINUTES:
             raise ConfigError(
-                f"checkpoint_every_minutes must be a finite number greater than 0, got {value!r}."
+                "checkpoint_every_minutes must be a number greater than 0 and at most "
+                f"{MAX_CHECKPOINT_MINUTES:g} (a week), got {format_value(value)}; "
+                f"the default is {_default('checkpoint_every_minutes')}."
             )
         _require_choice(self, "model", MODEL_KINDS)
         _require_choice(self, "strategy", STRATEGIES)
         _require_choice(self, "precision", PRECISIONS)
         if not isinstance(self.data, str) or not self.data.strip():
             raise ConfigError(
-                f"data must be one of {', '.join(KERAS_DATASETS)} or a path, got {self.data!r}."
+                f"data must be one of {', '.join(KERAS_DATASETS)} or a path, got {format_value(self.data)}."
             )
-        if self.data not in KERAS_DATASETS and not Path(self.data).expanduser().exists():
+        if self.data not in KERAS_DATASETS and not _path_exists(self.data):
             raise ConfigError(
-                f"data {self.data!r} is neither a known dataset ({', '.join(KERAS_DATASETS)}) "
+                f"data {format_value(self.data)} is neither a known dataset ({', '.join(KERAS_DATASETS)}) "
                 "nor an existing path to an .npz file, an IDX folder or a folder of PNG class folders."
             )
         if num_images is not None:
@@ -180,13 +207,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build a config from a dict, rejecting unknown keys; missing keys take defaults."""
+        """Build a config from a dict, rejecting unknown keys and values of the wrong JSON type.
+
+        Missing keys take defaults. Ranges are left to ``validate``.
+        """
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
-                f"unknown config field(s) {', '.join(unknown)}; known fields are {', '.join(sorted(known))}."
+                f"unknown config field(s) {', '.join(name[:60] for name in unknown)}; "
+                f"known fields are {', '.join(sorted(known))}."
             )
+        for name, value in values.items():
+            message = _json_type_error(name, value)
+            if message:
+                raise ConfigError(message)
         return cls(**values)
 
     def to_json(self) -> str:
@@ -197,9 +232,13 @@ class TrainConfig:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ConfigError(f"config is not valid JSON: {error}.") from None
+            raise ConfigError(f"config is not valid JSON: {error}; fix the syntax there.") from None
+        except RecursionError:
+            raise ConfigError("config JSON is nested too deeply; write one object of fields.") from None
         if not isinstance(values, dict):
-            raise ConfigError(f"config JSON must be an object, got {type(values).__name__}.")
+            raise ConfigError(
+                f'config JSON must be an object such as {{"epochs": 20}}, got {type(values).__name__}.'
+            )
         values.pop("version", None)
         return cls.from_dict(values)
 
@@ -209,7 +248,13 @@ class TrainConfig:
         try:
             text = path.read_text()
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found.") from None
+            raise ConfigError(f"config file {path} not found; pass the path of a JSON file.") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder; pass the path of a JSON file.") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text; pass a JSON file.") from None
+        except OSError as error:
+            raise ConfigError(f"config file {path} cannot be read ({error.strerror}).") from None
         try:
             return cls.from_json(text)
         except ConfigError as error:
@@ -236,13 +281,56 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _require_positive_int(config: TrainConfig, name: str, hint: str = "") -> None:
+def _default(name: str) -> Any:
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _require_int_in_range(config: TrainConfig, name: str) -> None:
     value = getattr(config, name)
-    if not _is_int(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}.{hint}")
+    low, high = INT_RANGES[name]
+    if _is_int(value) and low <= value <= high:
+        return
+    if name == "max_images":
+        fix = "leave it unset (empty) to use every image"
+    else:
+        fix = f"the default is {_default(name)}"
+    raise ConfigError(f"{name} must be an integer from {low} to {high}, got {format_value(value)}; {fix}.")
+
+
+def _path_exists(text: str) -> bool:
+    """Tell whether a data path exists; a path the OS cannot look up (too long, NUL byte) does not."""
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user of an unknown user
+        return False
+
+
+def _json_type_error(name: str, value: Any) -> str | None:
+    """Return a message when a config.json value has the wrong JSON type for field ``name``, else None."""
+    annotation = str(TrainConfig.__dataclass_fields__[name].type)
+    if "float" in annotation:
+        valid, kind = _is_number(value), "a number"
+    elif "int" in annotation:
+        valid, kind = _is_int(value), "an integer"
+    else:
+        valid, kind = isinstance(value, str), "a string"
+    if value is None and "None" in annotation:
+        return None
+    if valid:
+        return None
+    if "None" in annotation:
+        kind += " or null"
+    try:
+        written = json.dumps(value)
+    except (TypeError, ValueError):  # a value built in Python rather than read from JSON
+        written = repr(value)
+    if len(written) > 60:
+        written = f"{written[:60]}... ({len(written)} characters)"
+    example = json.dumps(_default(name)) if _default(name) is not None else "10000"
+    return f"{name} must be {kind}, got {written}; for example {example}."
 
 
 def _require_choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
     value = getattr(config, name)
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {format_value(value)}.")

@@ -8,6 +8,7 @@ and pretrained generator, the generator sources of the Generate page and the
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import time
@@ -18,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from gan import demo, runs
-from gan.config import ConfigError, TrainConfig
-from gan.errors import InputError
+from gan import demo, names, runs
+from gan.config import KERAS_DATASETS, ConfigError, TrainConfig
+from gan.errors import InputError, format_value
 from gan.generate import GridRequest
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +31,8 @@ PRETRAINED_GENERATOR_NAME = "assets/pretrained/generator.keras"
 PRETRAINED_GENERATOR = REPOSITORY_ROOT / PRETRAINED_GENERATOR_NAME
 
 RUN_NAME_FIELD = "run_name"
-MAX_RUN_NAME_LENGTH = 100
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_RUN_NAME_LENGTH = names.MAX_NAME_LENGTH
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 # Values of the Generate page's ``run`` and ``checkpoint`` query parameters
 # that name no run folder or checkpoint step. New runs may not take these
@@ -68,13 +69,66 @@ def is_read_only(run_dir: str | Path) -> bool:
     return Path(run_dir).resolve() == DEMO_RUN_DIR.resolve()
 
 
+def contained_runs(runs_dir: str | Path | None) -> list[runs.RunInfo]:
+    """List the run folders inside the runs root, newest first, skipping any that resolve outside it.
+
+    A symbolic link in the runs root that points elsewhere is not followed,
+    so the pages read and write only under the root. ``python -m gan list``
+    lists such links, because there the paths are the shell user's own.
+    """
+    root = runs.runs_root(runs_dir)
+    try:
+        resolved_root = root.resolve()
+        entries = [path for path in root.iterdir() if path.is_dir()] if root.is_dir() else []
+    except OSError:
+        return []
+    inside = [
+        path
+        for path in entries
+        if not path.is_symlink() and path.resolve().is_relative_to(resolved_root) and runs.is_run(path)
+    ]
+    created = {path: runs.created_time(path) for path in inside}
+    found = [runs.run_info(path) for path in inside if created[path] is not None]
+    return sorted(found, key=lambda run: created[run.path], reverse=True)
+
+
 def dashboard_runs(runs_dir: str | Path | None) -> list[runs.RunInfo]:
-    """List the runs under the runs root, newest first, then the shipped demo run if there is one."""
-    listed = runs.list_runs(runs_dir)
+    """List the runs inside the runs root, newest first, then the shipped demo run if there is one."""
+    listed = contained_runs(runs_dir)
     demo_run = shipped_demo_run()
     if demo_run is not None and not any(is_read_only(info.path) for info in listed):
         listed.append(runs.run_info(demo_run))
     return listed
+
+
+def check_runs_folder(text: str | None) -> Path:
+    """Return the runs root that the sidebar's "Runs folder" input names; raise InputError for a bad one.
+
+    An empty input means the default root. A folder that does not exist yet
+    is accepted, because starting the first run creates it.
+    """
+    if not text or not text.strip():
+        return runs.runs_root()
+    control = names.control_character(text)
+    if control:
+        raise InputError(
+            f"Runs folder {format_value(text)} contains the control character {control}; "
+            "enter a folder path without it."
+        )
+    too_long = names.long_component(text)
+    if too_long is not None:
+        raise InputError(
+            f"Runs folder {format_value(text)} has a name of more than {names.MAX_COMPONENT_BYTES} bytes; "
+            "enter a shorter folder path."
+        )
+    path = Path(text).expanduser()
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except OSError as error:
+        raise InputError(f"Runs folder {format_value(text)} cannot be read ({error.strerror}).") from None
+    if is_file:
+        raise InputError(f"Runs folder {format_value(text)} is a file, not a folder; enter a folder path.")
+    return path
 
 
 def run_label(info: runs.RunInfo) -> str:
@@ -159,17 +213,32 @@ def default_run_name(runs_dir: str | Path | None, now: float | None = None) -> s
 
 
 def check_run_name(name: str, runs_dir: str | Path | None) -> Path:
-    """Return the folder of a new run called ``name``; raise RunNameError for a bad or taken name."""
-    name = name.strip()
+    """Return the folder of a new run called ``name``; raise RunNameError for a bad or taken name.
+
+    Surrounding spaces are dropped; tabs, newlines and other control
+    characters are rejected like any character outside letters, digits,
+    '.', '_' and '-'. The folder must resolve to a new entry inside the runs root.
+    """
+    name = name.strip(" ")
     if not name:
         raise RunNameError("run_name is empty; enter a name such as run-1.")
+    if len(name) > MAX_RUN_NAME_LENGTH:
+        raise RunNameError(
+            f"run_name must be at most {MAX_RUN_NAME_LENGTH} characters, got {len(name)}; shorten it."
+        )
+    control = names.control_character(name)
+    if control:
+        raise RunNameError(
+            f"run_name contains the control character {control}, got {format_value(name)}; "
+            "use letters, digits, '.', '_' and '-'."
+        )
     if "/" in name or "\\" in name:
         raise RunNameError(
             "run_name must be one folder name, without path separators: use letters, digits, "
             f"'.', '_' and '-', got {name!r}."
         )
-    if len(name) > MAX_RUN_NAME_LENGTH:
-        raise RunNameError(f"run_name must be at most {MAX_RUN_NAME_LENGTH} characters, got {len(name)}.")
+    if ".." in name:
+        raise RunNameError(f"run_name must not contain '..', got {name!r}; use single dots.")
     if not _RUN_NAME.match(name):
         raise RunNameError(
             f"run_name may contain only letters, digits, '.', '_' and '-', "
@@ -180,9 +249,13 @@ def check_run_name(name: str, runs_dir: str | Path | None) -> Path:
             f"run_name {name!r} is reserved: Generate page links use it for a shipped generator; "
             "choose another name."
         )
-    path = runs.runs_root(runs_dir) / name
-    if path.exists():
+    root = runs.runs_root(runs_dir)
+    path = root / name
+    # lexists: a dangling symbolic link of this name counts as taken.
+    if os.path.lexists(path):
         raise RunNameError(f"run_name {name!r} already exists in {path.parent}; choose another name.")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise RunNameError(f"run_name {name!r} resolves outside the runs folder {root}; choose another name.")
     return path
 
 
@@ -235,6 +308,20 @@ def config_from_form(
     return config, {}
 
 
+def check_data_file(config: TrainConfig) -> None:
+    """Load a data path once, so that a file of the wrong shape or dtype is rejected before a run exists.
+
+    Raises DataError for a bad source and ConfigError for a batch larger than
+    its images. Dataset names are left to the trainer, which may download them.
+    """
+    if config.data in KERAS_DATASETS:
+        return
+    from gan import data  # imports TensorFlow
+
+    dataset = data.load_images(config.data, max_images=config.max_images)
+    config.validate(num_images=len(dataset.images))
+
+
 def _check_batch_against_images(parsed: Mapping[str, Any], errors: dict[str, str]) -> None:
     """Add the batch_size error when a valid batch is larger than a valid ``max_images``."""
     if "batch_size" in errors or "max_images" in errors or parsed.get("max_images") is None:
@@ -253,7 +340,9 @@ def _parse_field(name: str, annotation: str, value: Any) -> Any:
             return float(text)
         except ValueError:
             default = getattr(TrainConfig(), name)
-            raise ConfigError(f"{name} must be a number such as {default!r}, got {text!r}.") from None
+            raise ConfigError(
+                f"{name} must be a number such as {default!r}, got {format_value(text)}."
+            ) from None
     if name == "max_images" and value in ("", None):
         return None
     if isinstance(value, float) and "int" in annotation and value.is_integer():
@@ -262,7 +351,10 @@ def _parse_field(name: str, annotation: str, value: Any) -> Any:
         try:
             return int(value.strip())
         except ValueError:
-            raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
+            default = getattr(TrainConfig(), name) or 10000
+            raise ConfigError(
+                f"{name} must be an integer such as {default}, got {format_value(value)}."
+            ) from None
     return value
 
 
@@ -398,6 +490,30 @@ def generate_command(
         arguments += ["--interpolate-to", str(interpolate_to), "--steps", str(steps)]
     arguments += ["--output", output]
     return shlex.join(arguments)
+
+
+def query_number_error(key: str, text: str, low: float, high: float, *, integer: bool) -> str | None:
+    """Return a warning for a URL query value that the number input bound to ``key`` cannot take, or None.
+
+    Streamlit drops such a value without a word, and a value such as 1e999
+    for an integer input makes it raise, so the page checks the URL first.
+    """
+    if integer:
+        valid = re.fullmatch(r"\s*[+-]?\d{1,30}\s*", text) is not None and low <= int(text) <= high
+        kind, low, high = "an integer", int(low), int(high)
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        valid = math.isfinite(value) and low <= value <= high
+        kind = "a number"
+    if valid:
+        return None
+    return (
+        f"The link sets {key} to {format_value(text)}, but it must be {kind} from {low} to {high}; "
+        "the page uses the default instead."
+    )
 
 
 def display_scale(width: int, target: int = 640, max_scale: int = 8) -> int:

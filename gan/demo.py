@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -36,6 +37,9 @@ LIMIT_VARIABLES = {
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("", "0", "false", "no", "off")
 ADMISSION_LOCK_FILE = ".launch.lock"
+# A trainer writes its final state (finished, stopped, failed) before its process exits.
+# The process counts as live until it exits, for at most this many seconds after that write.
+EXITING_SECONDS = 60.0
 
 
 class DemoLimitError(InputError):
@@ -139,8 +143,30 @@ def default_config(limits: DemoLimits | None) -> TrainConfig:
 
 
 def count_live_runs(runs_dir: str | Path | None) -> int:
-    """Count the runs under the runs root that are starting, running or stopping."""
-    return sum(info.state in runs.LIVE_STATES for info in runs.list_runs(runs_dir))
+    """Count the runs under the runs root that are starting, running or stopping, or whose trainer is exiting.
+
+    A trainer's process outlives its last status write by the time
+    TensorFlow takes to shut down, and counting only states would let a new
+    trainer start beside it.
+    """
+    return sum(
+        info.state in runs.LIVE_STATES or trainer_exiting(info.path) for info in runs.list_runs(runs_dir)
+    )
+
+
+def trainer_exiting(run_dir: Path) -> bool:
+    """Tell whether the trainer that wrote a run's final state, less than EXITING_SECONDS ago, still runs.
+
+    The process that reads this is never counted: tests and notebooks train in
+    their own process, and a dashboard server never does.
+    """
+    status = runs.read_json(Path(run_dir) / runs.STATUS_FILE) or {}
+    pid, heartbeat = status.get("pid"), status.get("heartbeat")
+    if status.get("state") in runs.LIVE_STATES or not isinstance(heartbeat, (int, float)):
+        return False
+    if pid == os.getpid() or time.time() - heartbeat > EXITING_SECONDS:
+        return False
+    return runs.process_alive(pid)
 
 
 def check_train_request(

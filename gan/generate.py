@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,13 @@ import numpy as np
 from PIL import Image
 
 from gan import runs
+from gan.config import MAX_SEED
 from gan.errors import InputError
 
 # Every generator call gets a batch of exactly this many vectors (padded with
 # zeros), because oneDNN may pick another kernel, with other round-off, for
 # another batch size.
 GENERATION_BATCH = 32
-MAX_SEED = 2**32 - 1
 
 
 def sample_seeds(first_seed: int, count: int) -> list[int]:
@@ -280,14 +281,21 @@ def make_interpolation(generator, request: GridRequest, end_seed: int, steps: in
 
 def load_generator_file(path: str | Path):
     """Load a generator saved as a ``.keras`` file."""
-    import keras
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"generator file {path} not found; pass a .keras file written by training.")
     if path.suffix != ".keras":
         raise InputError(f"generator file {path} must end in .keras.")
-    return keras.models.load_model(path, compile=False)
+    import keras  # after the checks, so that a wrong path fails without loading TensorFlow
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # Keras 3.15 reports a .keras file that is not a complete zip as a ValueError "File not found".
+        raise InputError(
+            f"generator file {path} is damaged: Keras cannot load it ({type(error).__name__}). "
+            "Load one of the run's checkpoints instead, or train the run again to export a new file."
+        ) from None
 
 
 def load_generator(run_dir: str | Path, checkpoint_step: int | None = None):

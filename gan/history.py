@@ -22,6 +22,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from gan import runs
+from gan.errors import InputError
 from gan.generate import gif_bytes, png_bytes
 
 # Points per drawn curve: enough for a smooth line a screen wide, few enough
@@ -33,6 +34,16 @@ DISCRIMINATOR_SERIES = ("d_real", "d_fake")
 EPOCH_SERIES = ("seconds", "images_per_second")
 
 _SAMPLE_NAME = re.compile(r"^epoch_(\d+)\.png$")
+_STANDARD_COLUMNS = {runs.METRICS_FILE: runs.METRICS_COLUMNS, runs.EPOCHS_FILE: runs.EPOCHS_COLUMNS}
+# Cells that parse as NaN on purpose: the trainer writes "nan" for a diverged loss.
+_NAN_CELLS = ("", "nan", "-nan", "+nan")
+# Exceptions that Pillow raises for a file that is not a complete PNG. UnidentifiedImageError
+# and "image file is truncated" are OSErrors, and a broken chunk raises SyntaxError.
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+class HistoryError(InputError):
+    """A CSV history or sample grid that cannot be read; the message names the file."""
 
 
 # Incremental reading ----------------------------------------------------------
@@ -47,13 +58,26 @@ class CsvHistory:
     every row (``step`` or ``epoch``). A resumed trainer replays the steps
     after its checkpoint: rows whose key is at or below a key already read
     replace the rows from that key on.
+
+    ``expected`` lists the columns the header must contain; by default those
+    of ``metrics.csv`` or ``epochs.csv`` for files of those names. A file
+    whose header lacks one of them gives no rows, and ``warnings()`` says
+    why, as it does for an empty file and for damaged lines that were left out.
     """
 
-    def __init__(self, path: str | Path, key: str = "step"):
+    def __init__(self, path: str | Path, key: str = "step", expected: Sequence[str] | None = None):
         self.path = Path(path)
         self.key = key
+        if expected is None:
+            expected = _STANDARD_COLUMNS.get(self.path.name, ())
+        self.expected = tuple(expected)
         self.offset = 0
         self.columns: list[str] | None = None
+        # Why the header was rejected; its rows stay unread until the file is replaced.
+        self.header_problem: str | None = None
+        # Complete lines with a wrong number of fields or a cell that is not a number.
+        self.damaged_lines = 0
+        self._size = 0
         # Incremented whenever the rows change, so callers can cache what they derive.
         self.version = 0
         self._file_id: tuple[int, int] | None = None
@@ -67,7 +91,7 @@ class CsvHistory:
             if self._chunks:
                 self._frame = pd.concat(self._chunks, ignore_index=True)
             else:
-                self._frame = pd.DataFrame(columns=self.columns or [])
+                self._frame = pd.DataFrame(columns=self.columns or list(self.expected))
             self._chunks = [self._frame]
         return self._frame
 
@@ -80,6 +104,7 @@ class CsvHistory:
                     self._reset()
                 return 0
             identity, size = before
+            self._size = size
             if identity != self._file_id or size < self.offset:
                 # A new file, or one that truncate_history replaced: read it from the start.
                 self._reset()
@@ -93,12 +118,27 @@ class CsvHistory:
         else:
             return 0
         self.offset = offset
+        if self.header_problem is not None:
+            return 0
         if self.columns is None:
             header, _, text = text.partition("\n")
             if not header:
                 return 0
-            self.columns = header.strip().split(",")
-        rows = parse_rows(text, self.columns)
+            columns = header.strip().split(",")
+            missing = [column for column in self.expected if column not in columns]
+            if missing:
+                self.header_problem = (
+                    f"{self.path} does not start with the header line {','.join(self.expected)!r} "
+                    f"(its first line is {_shorten(header)!r}), so its rows are not shown. "
+                    "Put that header line at the top of the file to show them."
+                )
+                self.version += 1
+                return 0
+            self.columns = columns
+        rows, damaged = parse_rows_counted(text, self.columns)
+        if damaged:
+            self.damaged_lines += damaged
+            self.version += 1
         if rows.empty:
             return 0
         self._append(rows)
@@ -114,9 +154,24 @@ class CsvHistory:
         self._frame = None
         self.version += 1
 
+    def warnings(self) -> list[str]:
+        """Return what is wrong with the file as read so far, one message per problem, naming the file."""
+        if self._file_id is not None and self._size == 0:
+            return [f"{self.path} is empty, so it has no header and no rows; the trainer writes both."]
+        found = [self.header_problem] if self.header_problem else []
+        if self.damaged_lines:
+            lines = "line is" if self.damaged_lines == 1 else "lines are"
+            found.append(
+                f"{self.path}: {self.damaged_lines} damaged {lines} left out "
+                "(a wrong number of fields, or a cell that is not a number)."
+            )
+        return found
+
     def _reset(self) -> None:
         self.offset = 0
         self.columns = None
+        self.header_problem = None
+        self.damaged_lines = 0
         self._file_id = None
         self._chunks = []
         self._frame = None
@@ -140,26 +195,50 @@ def parse_rows(text: str, columns: Sequence[str]) -> pd.DataFrame:
     dropped. Cells that are not numbers become NaN; rows without a valid
     first column are dropped.
     """
+    return parse_rows_counted(text, columns)[0]
+
+
+def parse_rows_counted(text: str, columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """Parse like ``parse_rows``; also return how many non-blank lines were damaged.
+
+    A damaged line has the wrong number of fields or a cell that is neither
+    a number nor ``nan`` (the trainer writes ``nan`` for a diverged loss).
+    """
     commas = len(columns) - 1
-    lines = [line for line in text.splitlines() if line.count(",") == commas]
+    written = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in written if line.count(",") == commas]
+    damaged = len(written) - len(lines)
     if not lines:
-        return pd.DataFrame(columns=list(columns), dtype=float)
+        return pd.DataFrame(columns=list(columns), dtype=float), damaged
     text = "\n".join(lines)
     try:
         frame = pd.read_csv(io.StringIO(text), header=None, names=list(columns), dtype=np.float64)
     except ValueError:
         # A cell that is not a number: parse as text and coerce, which is about ten times slower.
-        frame = pd.read_csv(
+        cells = pd.read_csv(
             io.StringIO(text), header=None, names=list(columns), dtype=str, keep_default_na=False
         )
-        frame = frame.apply(pd.to_numeric, errors="coerce")
-    return frame.dropna(subset=[columns[0]]).reset_index(drop=True)
+        frame = cells.apply(pd.to_numeric, errors="coerce")
+        written_nan = cells.apply(lambda column: column.str.strip().str.lower().isin(_NAN_CELLS))
+        damaged += int((frame.isna() & ~written_nan).any(axis=1).sum())
+    return frame.dropna(subset=[columns[0]]).reset_index(drop=True), damaged
+
+
+def _shorten(text: str, length: int = 60) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
 
 
 def read_history(path: str | Path, key: str = "step") -> pd.DataFrame:
-    """Read every complete row of a CSV history at once."""
+    """Read every complete row of a CSV history at once.
+
+    Raises HistoryError naming the file when the header of ``metrics.csv``
+    or ``epochs.csv`` lacks one of the standard columns. Damaged lines are
+    left out, as ``CsvHistory`` does.
+    """
     history = CsvHistory(path, key)
     history.refresh()
+    if history.header_problem:
+        raise HistoryError(history.header_problem)
     return history.frame
 
 
@@ -326,9 +405,12 @@ def _round_spacings():
 
 
 def read_grid(path: str | Path) -> np.ndarray:
-    """Read a sample grid PNG as a uint8 grayscale array."""
-    with Image.open(path) as picture:
-        return np.asarray(picture.convert("L"))
+    """Read a sample grid PNG as a uint8 grayscale array; raise HistoryError naming a damaged file."""
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("L"))
+    except _IMAGE_ERRORS as error:
+        raise HistoryError(f"{path} is not a readable PNG image ({type(error).__name__}: {error}).") from None
 
 
 def captioned(image: np.ndarray, caption: str, band: int = 14) -> np.ndarray:

@@ -14,6 +14,7 @@ import fcntl
 import io
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,12 +22,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from gan import __version__
-from gan.config import TrainConfig
+from gan import __version__, faults
+from gan.config import ConfigError, TrainConfig
 from gan.errors import InputError, RunLockedError
 
 RUNS_DIR_ENV = "GAN_RUNS_DIR"
@@ -89,6 +90,8 @@ class RunInfo:
     model: str
     data: str
     last_error: str | None
+    # Damaged config.json or status.json values that the fields above replace with defaults.
+    warnings: tuple[str, ...] = ()
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
@@ -120,10 +123,33 @@ def write_atomic(path: Path, data: bytes | str, durable: bool = True) -> None:
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+        faults.point(f"write:{path.name}")
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        error.filename = error.filename or str(path)
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_temporary_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in a run folder; return them.
+
+    Call it only while holding the run's lock: a live writer's temporary file
+    is in use until its rename.
+    """
+    run_dir = Path(run_dir)
+    found = [
+        path
+        for folder in (run_dir, run_dir / SAMPLES_DIR, run_dir / CHECKPOINTS_DIR)
+        for path in folder.glob(".*.tmp*")
+        if path.is_file()
+    ]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -150,21 +176,68 @@ def create_run(run_dir: str | Path, config: TrainConfig) -> Path:
             raise RunError(
                 f"run folder {run_dir} already exists; resume it with --resume or choose another name."
             ) from None
-    write_atomic(
-        run_dir / CONFIG_FILE,
-        json.dumps({"version": __version__, **config.to_dict()}, indent=2),
-    )
+    # The config is linked into place, which fails if it exists: of two processes
+    # that create the same run at the same moment, exactly one succeeds.
+    temporary = run_dir / f".{CONFIG_FILE}.{os.getpid()}.{next(_temporary_numbers)}.tmp"
+    write_atomic(temporary, json.dumps({"version": __version__, **config.to_dict()}, indent=2))
+    try:
+        os.link(temporary, run_dir / CONFIG_FILE)
+    except FileExistsError:
+        raise RunError(
+            f"run folder {run_dir} was created by another process at the same moment; "
+            "resume it with --resume or choose another name."
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
     return run_dir
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
+    """Read a run's config.json; raise ConfigError naming the file when it is damaged.
+
+    Every field must have its type, because the trainer and the generator
+    build models from these values. Ranges are left to TrainConfig.validate,
+    which also checks that a data path exists.
+    """
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise RunError(
             f"{run_dir} is not a run folder: {CONFIG_FILE} not found. "
             "Create a run with `python -m gan train --run-dir RUN`."
         )
-    return TrainConfig.load(path)
+    fix = f"Correct {path} by hand, or train a new run in another folder."
+    try:
+        config = TrainConfig.load(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is damaged: it contains bytes that are not UTF-8 text. {fix}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{error} {fix}") from None
+    wrong_type = _config_type_error(config)
+    if wrong_type:
+        raise ConfigError(f"{path}: {wrong_type} {fix}")
+    return config
+
+
+def _config_type_error(config: TrainConfig) -> str | None:
+    """Return a message for the first field whose value has the wrong type, or None."""
+    for field in fields(TrainConfig):
+        value = getattr(config, field.name)
+        annotation = str(field.type)
+        if value is None and "None" in annotation:
+            continue
+        if "float" in annotation:
+            valid, kind = _is_number(value), "a number"
+        elif "int" in annotation:
+            valid, kind = _is_number(value) and isinstance(value, int), "a whole number"
+        else:
+            valid, kind = isinstance(value, str), "a string"
+        if not valid:
+            return f"{field.name} must be {kind}, got {value!r}."
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def is_run(path: Path) -> bool:
@@ -194,17 +267,19 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
 
 def _trainer_alive(run_dir: Path, status: dict[str, Any]) -> bool:
     now = time.time()
+    # A heartbeat that is not a number was written outside the trainer; it counts as stale.
+    heartbeat = status.get("heartbeat")
+    heartbeat = heartbeat if _is_number(heartbeat) else 0.0
     if status.get("state") == "starting":
         # The launcher wrote this before the trainer took the lock.
         if _lock_held(run_dir):
             return True
-        if now - status.get("heartbeat", 0) > STARTING_GRACE_SECONDS:
+        if now - heartbeat > STARTING_GRACE_SECONDS:
             return False
         return status.get("pid") is None or _pid_alive(status.get("pid"))
     if not _lock_held(run_dir):
         return False
-    heartbeat = status.get("heartbeat")
-    return heartbeat is not None and now - heartbeat < STALE_HEARTBEAT_SECONDS
+    return now - heartbeat < STALE_HEARTBEAT_SECONDS
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -223,15 +298,22 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
+def process_alive(pid: Any) -> bool:
+    """Tell whether ``pid`` is a positive int naming a process that exists and is not a zombie."""
+    return _pid_alive(pid)
+
+
 # Locks --------------------------------------------------------------------
 
 
 def _lock_held(run_dir: Path) -> bool:
     """Tell whether a trainer holds the run's lock, by trying it for an instant."""
     path = run_dir / LOCK_FILE
-    if not path.exists():
-        return False
-    with open(path, "a+") as handle:
+    try:
+        handle = open(path, "r+")
+    except FileNotFoundError:
+        return False  # no trainer yet, or the run was deleted while it was read
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -292,23 +374,55 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
 
 def run_info(run_dir: str | Path) -> RunInfo:
+    """Summarise a run for lists; damaged values read as defaults and are listed in ``warnings``."""
     run_dir = Path(run_dir)
     status = read_status(run_dir)
-    config = read_json(run_dir / CONFIG_FILE) or {}
+    warnings: list[str] = []
+    status_path = run_dir / STATUS_FILE
+    if status_path.exists() and read_json(status_path) is None:
+        warnings.append(str(status["last_error"]))
+    try:
+        config = load_config(run_dir).to_dict()
+    except InputError as error:
+        warnings.append(str(error))
+        config = read_json(run_dir / CONFIG_FILE) or {}
+
+    def whole_number(name: str, source: dict[str, Any], file_name: str) -> int | None:
+        value = source.get(name)
+        if value is None and name not in source:
+            return None
+        if _is_number(value) and math.isfinite(value):
+            return int(value)
+        warnings.append(
+            f"{run_dir / file_name}: {name} is {value!r}, not a whole number, so it shows as 0 "
+            "until the trainer writes the file again."
+        )
+        return None
+
+    def number_or_none(name: str) -> float | None:
+        value = status.get(name)
+        return float(value) if _is_number(value) and math.isfinite(value) else None
+
+    epochs = whole_number("epochs", status, STATUS_FILE)
+    if epochs is None:
+        epochs = whole_number("epochs", config, CONFIG_FILE)
+    state = status.get("state", "new")
+    last_error = status.get("last_error")
     return RunInfo(
         name=run_dir.name,
         path=run_dir,
-        state=status.get("state", "new"),
-        epoch=int(status.get("epoch", 0)),
-        epochs=int(status.get("epochs", config.get("epochs", 0))),
-        step=int(status.get("step", 0)),
-        total_steps=int(status.get("total_steps", 0)),
-        images_per_second=status.get("images_per_second"),
-        eta_seconds=status.get("eta_seconds"),
-        heartbeat=status.get("heartbeat"),
+        state=state if isinstance(state, str) else str(state),
+        epoch=whole_number("epoch", status, STATUS_FILE) or 0,
+        epochs=epochs or 0,
+        step=whole_number("step", status, STATUS_FILE) or 0,
+        total_steps=whole_number("total_steps", status, STATUS_FILE) or 0,
+        images_per_second=number_or_none("images_per_second"),
+        eta_seconds=number_or_none("eta_seconds"),
+        heartbeat=number_or_none("heartbeat"),
         model=str(config.get("model", "")),
         data=str(config.get("data", "")),
-        last_error=status.get("last_error"),
+        last_error=None if last_error is None else str(last_error),
+        warnings=tuple(warnings),
     )
 
 
@@ -317,8 +431,26 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
     root = runs_root(runs_dir)
     if not root.is_dir():
         return []
-    runs = [run_info(path) for path in root.iterdir() if path.is_dir() and is_run(path)]
-    return sorted(runs, key=lambda run: (run.path / CONFIG_FILE).stat().st_mtime, reverse=True)
+    found = []
+    for path in root.iterdir():
+        if not (path.is_dir() and is_run(path)):
+            continue
+        info = run_info(path)
+        created = created_time(path)
+        if created is not None:
+            found.append((created, info))
+    return [info for _, info in sorted(found, key=lambda pair: pair[0], reverse=True)]
+
+
+def created_time(run_dir: str | Path) -> float | None:
+    """Return the modification time of a run's config.json, or None once the run has been deleted.
+
+    Demo mode's pruning can delete a run while another session lists it.
+    """
+    try:
+        return (Path(run_dir) / CONFIG_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return None
 
 
 # Launching and stopping ----------------------------------------------------
@@ -397,7 +529,12 @@ def stop(run_dir: str | Path, wait_seconds: float = 0.0) -> dict[str, Any]:
     load_config(run_dir)
     status = read_status(run_dir)
     if status["state"] not in LIVE_STATES:
-        raise RunError(f"run {run_dir.name} is not running (state: {status['state']}); nothing to stop.")
+        detail = ""
+        if (run_dir / STATUS_FILE).exists() and read_json(run_dir / STATUS_FILE) is None:
+            detail = f" {status['last_error']}"
+        raise RunError(
+            f"run {run_dir.name} is not running (state: {status['state']}); nothing to stop.{detail}"
+        )
     pid = status.get("pid")
     if not _pid_alive(pid):
         raise RunError(f"run {run_dir.name} has no live trainer process (pid {pid}).")
@@ -427,12 +564,24 @@ def append_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]
     if new_file:
         writer.writeheader()
     writer.writerows(rows)
-    with open(path, "a") as handle:
-        if not new_file and not _ends_with_newline(path):
-            # A crash left half a line; end it so the new rows parse on their own.
-            handle.write("\n")
-        handle.write(buffer.getvalue())
-        handle.flush()
+    text = buffer.getvalue()
+    try:
+        with open(path, "a") as handle:
+            if not new_file and not _ends_with_newline(path):
+                # A crash left half a line; end it so the new rows parse on their own.
+                handle.write("\n")
+            if faults.armed():
+                # A kill here leaves half the rows on disk, as a crash mid-write would.
+                handle.write(text[: len(text) // 2])
+                handle.flush()
+                faults.point(f"append:{path.name}")
+                text = text[len(text) // 2 :]
+            handle.write(text)
+            handle.flush()
+    except OSError as error:
+        # A failed write does not name its file; the trainer's message should.
+        error.filename = error.filename or str(path)
+        raise
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -9,6 +9,7 @@ It holds the run's lock throughout and writes every file of the run folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -24,8 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gan import checkpoints, data, runs
+from gan import checkpoints, data, faults, runs
 from gan.config import TrainConfig
+from gan.errors import StorageError
 from gan.generate import generate_images, grid_image, sample_seeds, save_png
 from gan.model import DCGAN, build_gan
 
@@ -167,6 +169,7 @@ class RunCallback(keras.callbacks.Callback):
         due_by_time = now - trainer.last_checkpoint_time >= 60 * config.checkpoint_every_minutes
         if (due_by_steps or due_by_time) and not last_batch:
             trainer.save_checkpoint()
+        faults.point(f"step:{trainer.progress.step}")
         if trainer.stop_requested:
             if not self.model.stop_training:
                 trainer.write_running_status(now, state="stopping")
@@ -272,6 +275,7 @@ class Trainer:
                 f"run {self.run_dir} already has checkpoints; continue it with --resume "
                 "or start a new run folder."
             )
+        restored = None
         if resume and existing:
             restored, skipped = self.store.restore_latest()
             self.warnings.extend(skipped)
@@ -279,6 +283,11 @@ class Trainer:
             self.progress.step = int(self.step_variable.numpy())
             if self.progress.step > self.progress.epoch * self.progress.steps_per_epoch:
                 self.restored_epoch_means = [v.numpy() for v in self.gan.metrics_variables]
+        self.last_checkpoint_step = self.progress.step
+        # Rows the previous trainer wrote after its last checkpoint will be replayed.
+        runs.truncate_history(self.run_dir / runs.METRICS_FILE, "step", self.progress.step)
+        runs.truncate_history(self.run_dir / runs.EPOCHS_FILE, "epoch", self.progress.epoch)
+        if restored is not None:
             log.info(
                 "resumed from %s: epoch %d, step %d, optimizer iteration %d",
                 restored.name,
@@ -288,10 +297,6 @@ class Trainer:
             )
         elif resume:
             log.info("no complete checkpoint yet; starting the run from step 0")
-        self.last_checkpoint_step = self.progress.step
-        # Rows the previous trainer wrote after its last checkpoint will be replayed.
-        runs.truncate_history(self.run_dir / runs.METRICS_FILE, "step", self.progress.step)
-        runs.truncate_history(self.run_dir / runs.EPOCHS_FILE, "epoch", self.progress.epoch)
 
     def take_restored_epoch_means(self) -> list[np.ndarray] | None:
         """Return the epoch means of a mid-epoch checkpoint once, for the first resumed epoch."""
@@ -343,8 +348,13 @@ class Trainer:
     def export_generator(self) -> None:
         path = self.run_dir / runs.GENERATOR_FILE
         temporary = path.with_name(f".{path.stem}.tmp.keras")
-        self.gan.generator.save(temporary)
-        temporary.replace(path)
+        try:
+            self.gan.generator.save(temporary)
+            faults.point("export")
+            temporary.replace(path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def write_sample(self, epoch: int) -> Path:
         """Write the grid of the fixed sample seeds after ``epoch`` completed epochs."""
@@ -435,6 +445,7 @@ class Trainer:
         self.save_checkpoint()
         self.export_generator()
         self.write_running_status()
+        faults.point("epoch_end")
         log.info(
             "epoch %d/%d: d_loss %.4f, g_loss %.4f, D(x) %.3f, D(G(z)) %.3f, %.1f s, %.0f images/s",
             progress.epoch,
@@ -446,6 +457,23 @@ class Trainer:
             seconds,
             row["images_per_second"] or 0.0,
         )
+
+
+# errno values of a write that fails for lack of space or permission.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _storage_error(error: Exception, run_dir: Path) -> StorageError | None:
+    """Return a StorageError with the way out for a write that failed for space or permission."""
+    if isinstance(error, StorageError):
+        return error
+    if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+        return StorageError(
+            f"could not write {error.filename or 'a file'} in run {run_dir} ({error.strerror}). "
+            "Free disk space or make the folder writable, then resume the run; "
+            "its last complete checkpoint is kept."
+        )
+    return None
 
 
 def _sample_labels(count: int, num_classes: int | None) -> np.ndarray | None:
@@ -536,22 +564,24 @@ def train(
         if signals_received:
             log.info("received signal %d while starting; stopping before training", signals_received[0])
             trainer.stop_requested = True
+        faults.point("start")
         try:
+            runs.remove_temporary_files(run_dir)
             trainer.setup(resume)
             return trainer.run()
         except Exception as error:
-            message = f"{type(error).__name__}: {error}"
+            error = _storage_error(error, run_dir) or error
+            message = str(error) if isinstance(error, StorageError) else f"{type(error).__name__}: {error}"
+            log.error("run failed: %s", message)
             status = runs.read_status(run_dir)
-            runs.write_status(
-                run_dir,
-                {
-                    **status,
-                    "state": "failed",
-                    "pid": os.getpid(),
-                    "last_error": message,
-                },
-            )
-            raise
+            try:
+                runs.write_status(
+                    run_dir,
+                    {**status, "state": "failed", "pid": os.getpid(), "last_error": message},
+                )
+            except OSError as status_error:  # the disk that failed the run may fail this too
+                log.error("could not record the failure in %s: %s", runs.STATUS_FILE, status_error)
+            raise error from None
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -45,10 +45,14 @@ def show_demo_notice(limits: demo.DemoLimits | None) -> None:
 
 
 def runs_dir() -> Path:
-    """Return the runs root of this session; demo mode always uses the server's default."""
+    """Return the runs root of this session; demo mode always uses the server's default.
+
+    Raises InputError for a "Runs folder" input that names no usable folder,
+    which the sidebar reports before any page runs.
+    """
     if demo_limits() is not None:
         return runs.runs_root()
-    return Path(st.session_state.get(RUNS_DIR_KEY) or runs.runs_root())
+    return dashboard.check_runs_folder(st.session_state.get(RUNS_DIR_KEY))
 
 
 def current_run() -> Path | None:
@@ -74,9 +78,19 @@ def render_sidebar() -> None:
             help="Folder that contains one subfolder per run (python -m gan --runs-dir, $GAN_RUNS_DIR). "
             "Fixed in demo mode.",
         )
-        found = dashboard.dashboard_runs(runs_dir())
+    try:
+        root = runs_dir()
+    except InputError as error:
+        st.session_state.pop(RUN_KEY, None)
+        st.error(dashboard.escape_markdown(error))
+        st.stop()
+    with st.sidebar:
+        found = dashboard.dashboard_runs(root)
         if not found:
-            st.caption("No runs in this folder yet. Start one on the Train page.")
+            if root.exists():
+                st.caption("No runs in this folder yet. Start one on the Train page.")
+            else:
+                st.caption("This folder does not exist yet: starting a run on the Train page creates it.")
             st.session_state.pop(RUN_KEY, None)
             return
         # No state in the labels: the sidebar is drawn once per page run, so a

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.logger import get_logger
 
 from gan import dashboard, demo, generate
-from gan.errors import InputError
+from gan.errors import InputError, format_value
 from pages import _shared
 
 log = get_logger("pages.generate")
@@ -29,6 +29,17 @@ STRIP_PNG_KEY = "generate_strip_png"
 MAX_COUNT = 4096
 MAX_COLUMNS = 64
 MAX_STEPS = 256
+MIN_LATENT_SCALE, MAX_LATENT_SCALE = 0.05, 3.0
+# The number inputs bound to the URL: key -> (minimum, maximum, integer).
+QUERY_NUMBERS = {
+    "seed": (0, generate.MAX_SEED, True),
+    "count": (1, MAX_COUNT, True),
+    "columns": (1, MAX_COLUMNS, True),
+    "latent_scale": (MIN_LATENT_SCALE, MAX_LATENT_SCALE, False),
+    "from_seed": (0, generate.MAX_SEED, True),
+    "to_seed": (0, generate.MAX_SEED, True),
+    "steps": (2, MAX_STEPS, True),
+}
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the generator…")
@@ -48,6 +59,35 @@ def requested_generator() -> tuple[str, str | None] | None:
         return None
     requested = (run, st.query_params.get(CHECKPOINT_QUERY))
     return None if requested == st.session_state.get(APPLIED_QUERY_KEY) else requested
+
+
+def check_query_numbers() -> None:
+    """Warn about URL values that the bound number inputs cannot take, and drop them from the URL."""
+    for key, (low, high, integer) in QUERY_NUMBERS.items():
+        if key not in st.query_params:
+            continue
+        message = dashboard.query_number_error(key, st.query_params[key], low, high, integer=integer)
+        if message:
+            st.warning(dashboard.escape_markdown(message))
+            del st.query_params[key]
+            forget_initial_query_value(key)
+
+
+def forget_initial_query_value(key: str) -> None:
+    """Drop ``key`` from the URL values that Streamlit seeds bound widgets from.
+
+    Streamlit seeds a bound widget from the query string of the page load,
+    not from st.query_params, and an integer input raises OverflowError on
+    a value such as 1e999 there.
+    """
+    # NOTE: QueryParams._initial_query_params is a Streamlit internal (checked
+    # with Streamlit 1.67); without it the value stays and the page may fail.
+    from streamlit.runtime.state import get_session_state
+
+    with get_session_state().query_params() as query_params:
+        initial = getattr(query_params, "_initial_query_params", None)
+        if isinstance(initial, dict):
+            initial.pop(key, None)
 
 
 def write_query(run: str, checkpoint: str | None) -> None:
@@ -99,8 +139,8 @@ def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
             fallback_label = options[st.session_state[SOURCE_KEY]]
             st.warning(
                 dashboard.escape_markdown(
-                    f"The link asks for the generator of run {requested[0]!r}, which is not in the runs "
-                    f"folder or has no checkpoint; showing {fallback_label} instead."
+                    f"The link asks for the generator of run {format_value(requested[0])}, which is not in "
+                    f"the runs folder or has no checkpoint; showing {fallback_label} instead."
                 )
             )
             requested = None
@@ -125,8 +165,9 @@ def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
         else:
             st.warning(
                 dashboard.escape_markdown(
-                    f"The link asks for checkpoint {requested[1]!r} of run {requested[0]!r}, which it no "
-                    f"longer has (it keeps the newest checkpoints_kept); showing {sources[0].label} instead."
+                    f"The link asks for checkpoint {format_value(requested[1])} of run "
+                    f"{format_value(requested[0])}, which it no longer has (it keeps the newest "
+                    f"checkpoints_kept); showing {sources[0].label} instead."
                 )
             )
             st.session_state[checkpoint_key] = sources[0].label
@@ -191,8 +232,8 @@ def render_grid(source, generator, num_classes: int | None, limits) -> float:
     )
     latent_scale = scale_column.number_input(
         "Latent scale",
-        min_value=0.05,
-        max_value=3.0,
+        min_value=MIN_LATENT_SCALE,
+        max_value=MAX_LATENT_SCALE,
         value=1.0,
         step=0.05,
         format="%.2f",
@@ -221,6 +262,8 @@ def render_grid(source, generator, num_classes: int | None, limits) -> float:
     st.image(
         generate.png_bytes(result.grid, dashboard.display_scale(result.grid.shape[1])),
         caption=f"{len(result.images)} digits from seeds {request.seed} to {last_seed}",
+        # PNG, so the page shows the pixels of the download; "auto" may re-encode the grid as JPEG.
+        output_format="PNG",
     )
     png_column, npz_column = st.columns(2)
     png_column.download_button(
@@ -302,6 +345,7 @@ def render_interpolation(source, generator, num_classes: int | None, latent_scal
             result.grid, dashboard.display_scale(result.grid.shape[1], target=1100, max_scale=4)
         ),
         caption=f"seed {request.seed} to seed {int(to_seed)} in {len(result.images)} steps",
+        output_format="PNG",
     )
     animation = dashboard.interpolation_gif(result.images)
     gif_column, downloads_column = st.columns([1, 2])
@@ -340,6 +384,7 @@ st.caption(
 )
 limits = _shared.demo_limits()
 _shared.show_demo_notice(limits)
+check_query_numbers()
 
 source = choose_source(_shared.runs_dir())
 if source is None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from gan import dashboard, history, runs
+from gan import dashboard, history, names, runs
 from gan.generate import png_bytes
 from pages import _charts, _shared
 
@@ -39,6 +40,13 @@ def read_histories(run_dirs: list[Path], labels: dict[str, str], file_name: str,
     return frames, tuple(versions)
 
 
+def show_history_warnings(run_dirs: list[Path], file_name: str, key: str) -> None:
+    """Warn about each run's damaged or empty history file, where its charts would be."""
+    for run_dir in run_dirs:
+        for warning in tracked_history(run_dir, file_name, key).warnings():
+            st.warning(dashboard.escape_markdown(warning))
+
+
 def cached_display_frame(frames, versions, smoothing: float):
     """Smooth and downsample only when a history grew or the smoothing changed."""
     cache_key = (versions, smoothing)
@@ -53,6 +61,7 @@ def cached_display_frame(frames, versions, smoothing: float):
 @st.fragment(run_every=_shared.REFRESH_SECONDS)
 def render_histories(run_dirs: list[Path], labels: dict[str, str], smoothing: float) -> None:
     metrics, versions = read_histories(run_dirs, labels, runs.METRICS_FILE, "step")
+    show_history_warnings(run_dirs, runs.METRICS_FILE, "step")
     if all(frame.empty for frame in metrics.values()):
         st.info(
             f"No rows in {runs.METRICS_FILE} yet: the trainer appends one every log_every_steps steps, "
@@ -84,6 +93,7 @@ def render_histories(run_dirs: list[Path], labels: dict[str, str], smoothing: fl
             )
 
     epochs, _ = read_histories(run_dirs, labels, runs.EPOCHS_FILE, "epoch")
+    show_history_warnings(run_dirs, runs.EPOCHS_FILE, "epoch")
     per_epoch = history.epochs_frame(epochs)
     if not per_epoch.empty:
         seconds_column, rate_column = st.columns(2)
@@ -109,7 +119,7 @@ def render_csv_downloads(run_dirs: list[Path], labels: dict[str, str]) -> None:
                 column.download_button(
                     f"{label}: {file_name}",
                     data=lambda path=path: history.complete_csv_bytes(path),
-                    file_name=f"{run_dir.name}-{file_name}",
+                    file_name=names.download_name(run_dir.name, file_name),
                     mime="text/csv",
                     on_click="ignore",
                     disabled=not path.exists(),
@@ -121,6 +131,18 @@ def render_csv_downloads(run_dirs: list[Path], labels: dict[str, str]) -> None:
 def cached_epoch_gif(signature: tuple[tuple[int, str, int], ...]) -> bytes:
     """Encode the GIF of all epochs once per set of sample files and modification times."""
     return history.epoch_gif({epoch: Path(path) for epoch, path, _ in signature})
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_unreadable_samples(signature: tuple[tuple[int, str, int], ...]) -> dict[int, str]:
+    """Map each epoch whose grid is not a readable PNG to the reason, once per set of sample files."""
+    unreadable = {}
+    for epoch, path, _ in signature:
+        try:
+            history.read_grid(path)
+        except history.HistoryError as error:
+            unreadable[epoch] = str(error)
+    return unreadable
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -150,7 +172,18 @@ def render_samples(run_dir: Path) -> None:
         return
     epochs = list(samples)
     signature = history.samples_signature(samples)
-    grid_width = history.read_grid(samples[epochs[0]]).shape[1]
+    unreadable = cached_unreadable_samples(signature)
+    grids: dict[int, np.ndarray] = {}
+
+    def grid_of(epoch: int) -> np.ndarray | None:
+        """Read an epoch's grid once per script run; None for a damaged file."""
+        if epoch not in grids and epoch not in unreadable:
+            grids[epoch] = history.read_grid(samples[epoch])
+        return grids.get(epoch)
+
+    # The width of the first readable grid: every grid of a run has the same size.
+    readable_epochs = [epoch for epoch in epochs if epoch not in unreadable]
+    grid_width = grid_of(readable_epochs[0]).shape[1] if readable_epochs else 0
 
     if len(epochs) > 1:
         slider_key = f"losses_epoch:{run_dir}"
@@ -158,12 +191,17 @@ def render_samples(run_dir: Path) -> None:
         epoch = st.select_slider("Epoch", options=epochs, key=slider_key, help="0 is before training.")
     else:
         epoch = epochs[0]
-    grid = history.read_grid(samples[epoch])
+    grid = grid_of(epoch)
     caption = "before training" if epoch == 0 else f"after epoch {epoch}"
-    st.image(
-        png_bytes(grid, dashboard.display_scale(grid.shape[1], target=420)),
-        caption=f"Sample grid {caption}, from the run's fixed sample seeds",
-    )
+    if grid is None:
+        st.warning(
+            dashboard.escape_markdown(f"The sample grid {caption} cannot be shown: {unreadable[epoch]}")
+        )
+    else:
+        st.image(
+            png_bytes(grid, dashboard.display_scale(grid.shape[1], target=420)),
+            caption=f"Sample grid {caption}, from the run's fixed sample seeds",
+        )
 
     st.subheader("Epochs side by side")
     strip_key = f"losses_strip:{run_dir}"
@@ -177,28 +215,43 @@ def render_samples(run_dir: Path) -> None:
         st.session_state[strip_key] = [epoch for epoch in chosen if epoch in samples]
     st.session_state[default_key] = default
     chosen = st.multiselect("Epochs", epochs, key=strip_key, help="Grids of these epochs, left to right.")
-    if chosen:
-        scale = dashboard.display_scale(grid_width * len(chosen), target=1100, max_scale=3)
+    for epoch in sorted(chosen):
+        if grid_of(epoch) is None:
+            st.warning(
+                dashboard.escape_markdown(f"Epoch {epoch} is left out of the strip: {unreadable[epoch]}")
+            )
+    readable = [epoch for epoch in sorted(chosen) if epoch in grids]
+    if readable:
+        scale = dashboard.display_scale(grid_width * len(readable), target=1100, max_scale=3)
         st.image(
-            [png_bytes(history.read_grid(samples[epoch]), scale) for epoch in sorted(chosen)],
-            caption=[f"epoch {epoch}" for epoch in sorted(chosen)],
+            [png_bytes(grids[epoch], scale) for epoch in readable],
+            caption=[f"epoch {epoch}" for epoch in readable],
         )
         strip_column, gif_column = st.columns(2)
         strip_column.download_button(
             "Download the strip as PNG",
             # Bytes, not a callable: this fragment reruns on a timer, which
             # would drop a deferred file before a press could fetch it.
-            data=cached_strip_png(signature, tuple(sorted(chosen))),
-            file_name=f"{run_dir.name}-epochs.png",
+            data=cached_strip_png(signature, tuple(readable)),
+            file_name=names.download_name(run_dir.name, "epochs.png"),
             mime="image/png",
             on_click="ignore",
         )
     else:
         gif_column = st.container()
+    if unreadable:
+        # A GIF of the readable grids would hide the gap, so none is offered.
+        damaged = ", ".join(str(samples[epoch]) for epoch in unreadable)
+        gif_column.warning(
+            dashboard.escape_markdown(
+                f"No GIF of the epoch grids: these files are not readable PNGs: {damaged}"
+            )
+        )
+        return
     gif_column.download_button(
         f"Download a GIF of all {len(epochs)} epoch grids",
         data=cached_epoch_gif(signature),
-        file_name=f"{run_dir.name}-epochs.gif",
+        file_name=names.download_name(run_dir.name, "epochs.gif"),
         mime="image/gif",
         on_click="ignore",
     )

@@ -66,6 +66,11 @@ def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
     st.session_state[ERRORS_KEY] = errors
     if errors or config is None or run_dir is None:
         return
+    try:
+        dashboard.check_data_file(config)
+    except InputError as error:
+        st.session_state[ERRORS_KEY] = {dashboard.error_field(str(error)) or "data": str(error)}
+        return
 
     try:
         with demo.admission_lock(runs_dir):
@@ -247,17 +252,25 @@ def render_run(run_dir: Path, runs_dir: Path, limits: demo.DemoLimits | None) ->
         st.warning(
             "The trainer process is gone (killed or crashed). Resume continues from the last checkpoint."
         )
+    shown_error = info.last_error if info.state in ("failed", "crashed") else None
+    for warning in info.warnings:
+        if warning != shown_error:
+            st.warning(dashboard.escape_markdown(warning))
     render_controls(run_dir, info.state, read_only, runs_dir, limits)
 
     samples = history.list_epoch_samples(run_dir)
     if samples:
         epoch, path = list(samples.items())[-1]
-        grid = history.read_grid(path)
         caption = "before training" if epoch == 0 else f"after epoch {epoch}"
-        st.image(
-            png_bytes(grid, dashboard.display_scale(grid.shape[1], target=360)),
-            caption=f"Sample grid {caption}, from the run's fixed sample seeds",
-        )
+        try:
+            grid = history.read_grid(path)
+        except history.HistoryError as error:
+            st.warning(dashboard.escape_markdown(f"The sample grid {caption} cannot be shown: {error}"))
+        else:
+            st.image(
+                png_bytes(grid, dashboard.display_scale(grid.shape[1], target=360)),
+                caption=f"Sample grid {caption}, from the run's fixed sample seeds",
+            )
     elif live:
         st.caption("The first sample grid appears once the trainer has built the model.")
 

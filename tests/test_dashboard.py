@@ -47,7 +47,7 @@ def test_check_run_name_accepts_folder_name(tmp_path):
         ("..\\b", "one folder name, without path separators"),
         ("pretrained", "reserved"),
         ("shipped-demo-run", "reserved"),
-        ("..", "may contain only"),
+        ("..", "must not contain '..'"),
         (".hidden", "may contain only"),
         ("two words", "may contain only"),
         ("x" * 101, "at most 100 characters"),
@@ -83,14 +83,14 @@ def test_form_parses_scientific_notation():
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
-        ({"epochs": 0}, "epochs", "epochs must be a positive integer, got 0"),
-        ({"generator_lr": "nan"}, "generator_lr", "finite number greater than 0"),
-        ({"generator_lr": "inf"}, "generator_lr", "finite number greater than 0"),
-        ({"discriminator_lr": "0"}, "discriminator_lr", "finite number greater than 0"),
+        ({"epochs": 0}, "epochs", "epochs must be an integer from 1 to 100000, got 0"),
+        ({"generator_lr": "nan"}, "generator_lr", "number greater than 0 and at most 1"),
+        ({"generator_lr": "inf"}, "generator_lr", "number greater than 0 and at most 1"),
+        ({"discriminator_lr": "0"}, "discriminator_lr", "number greater than 0 and at most 1"),
         ({"beta_1": "fast"}, "beta_1", "beta_1 must be a number such as 0.5, got 'fast'"),
         ({"data": "/no/such/folder"}, "data", "neither a known dataset"),
         ({"max_images": 100, "batch_size": 128}, "batch_size", "larger than the 100 training images"),
-        ({"max_images": 0}, "max_images", "max_images must be a positive integer"),
+        ({"max_images": 0}, "max_images", "max_images must be an integer from 1 to"),
         ({"model": "gan"}, "model", "model must be one of dcgan, conditional"),
     ],
 )

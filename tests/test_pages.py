@@ -190,10 +190,13 @@ def test_train_page_reports_device(runs_dir):
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"epochs": 0}, "epochs must be a positive integer, got 0."),
+        ({"epochs": 0}, "epochs must be an integer from 1 to 100000, got 0; the default is 20."),
         ({"max_images": 100, "batch_size": 128}, "batch_size 128 is larger than the 100 training images"),
-        ({"generator_lr": "nan"}, "generator_lr must be a finite number greater than 0, got nan"),
-        ({"discriminator_lr": "0"}, "discriminator_lr must be a finite number greater than 0, got 0.0"),
+        ({"generator_lr": "nan"}, "generator_lr must be a number greater than 0 and at most 1, got nan"),
+        (
+            {"discriminator_lr": "0"},
+            "discriminator_lr must be a number greater than 0 and at most 1, got 0.0",
+        ),
         ({"data": "/no/such/digits.npz"}, "data '/no/such/digits.npz' is neither a known dataset"),
         ({"run_name": "../escape"}, "run_name must be one folder name, without path separators"),
         ({"run_name": "bad\\name"}, "letters, digits, '.', '_' and '-', got 'bad\\\\name'."),
@@ -266,7 +269,7 @@ def test_train_form_reports_all_errors_at_once(runs_dir):
     at = open_page("pages/train.py")
     submit_train_form(at, "several", **{**FAST, "epochs": 0, "max_images": 100, "batch_size": 128})
     errors = messages(at, "error")
-    assert "epochs must be a positive integer, got 0." in errors, errors
+    assert "epochs must be an integer from 1 to 100000, got 0; the default is 20." in errors, errors
     assert any("batch_size 128 is larger than the 100 training images" in text for text in errors), errors
     assert run_folders(runs_dir) == []
 
@@ -281,7 +284,7 @@ def test_train_form_max_images_clears_to_every_image(runs_dir):
 
     submit_train_form(at, "limited", **{**FAST, "epochs": 0, "max_images": None})
     errors = messages(at, "error")
-    assert errors == ["epochs must be a positive integer, got 0."]
+    assert errors == ["epochs must be an integer from 1 to 100000, got 0; the default is 20."]
     assert at.number_input(key="train_max_images").value is None
 
 

@@ -538,13 +538,13 @@ def test_subcommand_help_does_not_import_tensorflow(processes):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--epochs", "0"], "epochs must be a positive integer"),
-        (["--batch-size", "-16"], "batch_size must be a positive integer"),
-        (["--generator-lr", "nan"], "generator_lr must be a finite number"),
+        (["--epochs", "0"], "epochs must be an integer from 1 to 100000"),
+        (["--batch-size", "-16"], "batch_size must be an integer from 1 to 65536"),
+        (["--generator-lr", "nan"], "generator_lr must be a number greater than 0"),
         (["--beta-1", "1.5"], "beta_1 must be in [0, 1)"),
         (["--data", "/no/such/file.npz"], "data '/no/such/file.npz' is neither"),
-        (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
-        (["--model", "gan"], "argument --model: invalid choice: 'gan'"),
+        (["--epochs", "two"], "argument --epochs: must be an integer such as 20, got 'two'"),
+        (["--model", "gan"], "argument --model: must be one of dcgan, conditional, got 'gan'"),
     ],
 )
 def test_train_bad_flag_exits_2(processes, tmp_path, flags, message):
