@@ -1,4 +1,4 @@
-"""``python -m gan``: train, stop, status, list and generate from a shell.
+"""``python -m gan``: train, stop, status, list, generate and evaluate from a shell.
 
 Exit status: 0 on success, 1 on a runtime failure, 2 on a usage or input
 error, with the message on stderr. TensorFlow is imported only by the
@@ -8,6 +8,8 @@ subcommands that need it, so ``--help`` prints at once.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
 import math
@@ -33,8 +35,14 @@ MAX_GENERATE_COUNT = 10_000
 MAX_GENERATE_COLUMNS = 1000
 MAX_INTERPOLATION_STEPS = 1000
 MAX_LATENT_SCALE = 10.0
+# `status` prints the newest alerts only; alerts.csv keeps them all.
+MAX_STATUS_ALERTS = 20
 # Maximum wait for a stopping trainer: a day.
 MAX_STOP_WAIT_SECONDS = 86_400.0
+# gan.metrics.DEFAULT_SAMPLES and MAX_SAMPLES, repeated here because gan.metrics imports numpy.
+DEFAULT_EVALUATE_SAMPLES = 2000
+MAX_EVALUATE_SAMPLES = 10_000
+EVALUATE_DATASETS = ("mnist", "fashion_mnist")
 
 
 class UsageError(InputError):
@@ -130,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print a JSON array")
 
     _add_generate(commands)
+    _add_evaluate(commands)
     return parser
 
 
@@ -248,6 +257,40 @@ def _add_generate(commands) -> None:
     )
 
 
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a generator's digits with a shipped classifier: Frechet distance, KID, coverage",
+        description="Generate --samples digits from seeds SEED, SEED+1, ... and compare the features "
+        "of a shipped classifier with those of as many real test images. Each metric is printed "
+        "with its real-data floor: the same metric for real training images.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", type=_path, help="score the generator of this run")
+    source.add_argument("--generator", type=_path, metavar="FILE.keras", help="score this saved generator")
+    evaluate.add_argument(
+        "--checkpoint",
+        type=_integer(500),
+        metavar="STEP",
+        help="with --run-dir: the checkpoint at this step (default latest)",
+    )
+    evaluate.add_argument(
+        "--samples",
+        type=_integer(DEFAULT_EVALUATE_SAMPLES),
+        default=DEFAULT_EVALUATE_SAMPLES,
+        metavar="N",
+        help=f"generated digits, and real images of the floor, from 2 to {MAX_EVALUATE_SAMPLES} "
+        f"(default {DEFAULT_EVALUATE_SAMPLES})",
+    )
+    evaluate.add_argument("--seed", type=_integer(0), default=0, help="seed of the first digit (default 0)")
+    evaluate.add_argument(
+        "--dataset",
+        type=_choice(EVALUATE_DATASETS),
+        help="the classifier to use: mnist or fashion_mnist (default the run's data; mnist with --generator)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
 # Commands -------------------------------------------------------------------
 
 
@@ -312,6 +355,9 @@ def cmd_train(args) -> int:
             for handler in terminal_handlers:
                 handler.removeFilter(progress)
     print(f"{run_dir}: {state}")
+    if state == "diverged":
+        print(f"error: {runs.read_status(run_dir).get('last_error')}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -440,7 +486,36 @@ def cmd_status(args) -> int:
     for warning in info.warnings:
         if warning != info.last_error:
             print(f"warning: {warning}")
+    _print_quality(args.run_dir, status)
     return EXIT_OK
+
+
+def _print_quality(run_dir: Path, status: dict) -> None:
+    """Print the best checkpoint of best.json and the alerts of alerts.csv, if the run has them."""
+    from gan import runs
+
+    best = runs.read_best(run_dir)
+    if best is not None:
+        print(
+            f"best: epoch {best['epoch']}, step {best['step']}, Frechet distance "
+            f"{best['frechet_distance']:.3f} ({run_dir / runs.BEST_GENERATOR_FILE})"
+        )
+    path = run_dir / runs.ALERTS_FILE
+    text, _ = runs.read_complete_lines(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as error:
+        print(f"warning: {path} is damaged ({error}); its alerts are not shown.")
+        rows = []
+    if not rows and isinstance(status.get("alerts"), list):
+        rows = [row for row in status["alerts"] if isinstance(row, dict)]
+    if len(rows) > MAX_STATUS_ALERTS:
+        print(f"{len(rows) - MAX_STATUS_ALERTS} earlier alerts are in {path}")
+    for row in rows[-MAX_STATUS_ALERTS:]:
+        print(
+            f"alert: {row.get('kind')} at epoch {row.get('epoch')}, step {row.get('step')}: "
+            f"{row.get('message')}"
+        )
 
 
 def _describe(info) -> str:
@@ -573,6 +648,83 @@ def _check_output_path(flag: str, path: Path) -> None:
         raise UsageError(f"{flag} {path}: {path.parent} is a file, not a folder; choose another path.")
 
 
+def cmd_evaluate(args) -> int:
+    from gan import runs
+
+    _check_evaluate_options(args)
+    if args.generator:
+        if args.checkpoint is not None:
+            raise UsageError("--checkpoint goes with --run-dir, not with --generator.")
+        dataset = args.dataset or "mnist"
+        source = {"generator": str(args.generator)}
+    else:
+        config = runs.load_config(args.run_dir)  # a folder that is no run fails here, before TensorFlow loads
+        dataset = args.dataset or _dataset_of_run(args.run_dir, config.data)
+        source = {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint}
+
+    from gan import classifier, generate, metrics
+
+    classifier.load_classifier(dataset)  # a missing classifier fails before the generator loads
+    if args.generator:
+        generator = generate.load_generator_file(args.generator)
+    else:
+        source["checkpoint"] = _evaluated_checkpoint(args.run_dir, args.checkpoint)
+        generator = generate.load_generator(args.run_dir, args.checkpoint)
+    report = metrics.evaluate_generator(generator, dataset, args.samples, args.seed)
+
+    if args.json:
+        print(json.dumps({**source, **report.to_dict()}, indent=2))
+        return EXIT_OK
+    if args.generator:
+        print(f"generator {args.generator}")
+    else:
+        checkpoint = source["checkpoint"]
+        origin = runs.GENERATOR_FILE if checkpoint is None else f"checkpoint at step {checkpoint}"
+        print(f"run {args.run_dir}, {origin}")
+    print(metrics.format_report(report))
+    return EXIT_OK
+
+
+def _check_evaluate_options(args) -> None:
+    """Reject out-of-range evaluate options before TensorFlow loads."""
+    if not 2 <= args.samples <= MAX_EVALUATE_SAMPLES:
+        raise UsageError(
+            f"--samples must be an integer from 2 to {MAX_EVALUATE_SAMPLES} (the test images to compare "
+            f"with), got {args.samples}; the default is {DEFAULT_EVALUATE_SAMPLES}."
+        )
+    if not 0 <= args.seed <= MAX_SEED - args.samples + 1:
+        raise UsageError(
+            f"--seed must be an integer from 0 to {MAX_SEED - args.samples + 1}, so that the "
+            f"{args.samples} seeds stay at most {MAX_SEED}; got {args.seed}."
+        )
+    if args.checkpoint is not None and args.checkpoint < 0:
+        raise UsageError(f"--checkpoint must be a step of 0 or more, got {args.checkpoint}.")
+
+
+def _dataset_of_run(run_dir: Path, data_source: str) -> str:
+    """Return the classifier dataset of a run's data, or raise UsageError naming --dataset."""
+    from gan import metrics
+
+    dataset = metrics.dataset_of_source(data_source)
+    if dataset is None:
+        raise UsageError(
+            f"run {run_dir} trains on data {format_value(data_source)}, which has no shipped classifier "
+            f"(classifiers exist for {', '.join(EVALUATE_DATASETS)}). If its images are MNIST digits or "
+            "Fashion-MNIST articles, pass --dataset mnist or --dataset fashion_mnist."
+        )
+    return dataset
+
+
+def _evaluated_checkpoint(run_dir: Path, step: int | None) -> int | None:
+    """Return the step of the checkpoint that load_generator reads, or None for generator.keras."""
+    from gan import checkpoints, runs
+
+    if step is not None:
+        return step
+    available = checkpoints.list_checkpoints(run_dir / runs.CHECKPOINTS_DIR)
+    return available[-1].step if available else None
+
+
 # Entry point ----------------------------------------------------------------
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -583,6 +735,7 @@ COMMANDS = {
     "status": cmd_status,
     "list": cmd_list,
     "generate": cmd_generate,
+    "evaluate": cmd_evaluate,
 }
 
 

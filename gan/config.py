@@ -7,7 +7,9 @@ keys of a run's ``config.json`` and the labels of the Train page form.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,11 @@ INT_RANGES = {
     "max_images": (1, 10**9),
     "seed": (0, MAX_SEED),
     "sample_seed": (0, MAX_SEED),
+    "eval_every_epochs": (0, 100_000),
+    # The real images that generated digits are compared with come from the
+    # 10,000-image test split (gan.metrics.MAX_SAMPLES).
+    "eval_samples": (2, 10_000),
+    "alert_d_loss_steps": (1, 10**9),
 }
 # Adam learning rates above 1 make both networks diverge at once.
 MAX_LEARNING_RATE = 1.0
@@ -48,6 +55,7 @@ GROUPS = {
     "model": "Model",
     "optimisation": "Optimisation",
     "checkpoints": "Checkpoints and samples",
+    "quality": "Quality metrics and alerts",
 }
 
 
@@ -145,6 +153,42 @@ class TrainConfig:
         "Append one metrics.csv row (means over the interval) every this many steps.",
     )
 
+    # Quality metrics and alerts
+    eval_every_epochs: int = _field(
+        1,
+        "quality",
+        "Score the generator with the shipped classifier (Frechet distance, KID, class shares, "
+        "diversity) after every this many epochs; 0 turns the metrics off.",
+    )
+    eval_samples: int = _field(
+        2000,
+        "quality",
+        "Generated digits per evaluation, compared with as many real test images (2 to 10000).",
+    )
+    alert_d_loss_below: float = _field(
+        0.05,
+        "quality",
+        "Alert 'discriminator wins' when the per-step d_loss stays below this value for "
+        "alert_d_loss_steps consecutive steps; 0 turns the alert off.",
+    )
+    alert_d_loss_steps: int = _field(
+        200,
+        "quality",
+        "Consecutive steps of d_loss below alert_d_loss_below that raise the 'discriminator wins' alert.",
+    )
+    alert_max_class_share: float = _field(
+        0.3,
+        "quality",
+        "Alert 'mode collapse' when one predicted class exceeds this share of the generated digits "
+        "(real MNIST has about 0.1 per class); 1 turns the alert off.",
+    )
+    alert_min_diversity_ratio: float = _field(
+        0.5,
+        "quality",
+        "Alert 'mode collapse' when the pixel diversity of the generated digits falls below this "
+        "times the diversity of real digits; 0 turns the alert off.",
+    )
+
     def validate(self, num_images: int | None = None) -> TrainConfig:
         """Raise ConfigError naming the first invalid field; return self when all are valid.
 
@@ -181,6 +225,7 @@ class TrainConfig:
                 f"{MAX_CHECKPOINT_MINUTES:g} (a week), got {format_value(value)}; "
                 f"the default is {_default('checkpoint_every_minutes')}."
             )
+        _require_alert_thresholds(self)
         _require_choice(self, "model", MODEL_KINDS)
         _require_choice(self, "strategy", STRATEGIES)
         _require_choice(self, "precision", PRECISIONS)
@@ -214,9 +259,12 @@ class TrainConfig:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
+            # The full list of fields is too long for one message, so only the closest names are shown.
+            closest = {match for name in unknown for match in difflib.get_close_matches(name, known, n=3)}
+            hint = f" The closest are {', '.join(sorted(closest))}." if closest else ""
             raise ConfigError(
                 f"unknown config field(s) {', '.join(name[:60] for name in unknown)}; "
-                f"known fields are {', '.join(sorted(known))}."
+                f"known fields are listed by `python -m gan train --help`.{hint}"
             )
         for name, value in values.items():
             message = _json_type_error(name, value)
@@ -328,6 +376,26 @@ def _json_type_error(name: str, value: Any) -> str | None:
         written = f"{written[:60]}... ({len(written)} characters)"
     example = json.dumps(_default(name)) if _default(name) is not None else "10000"
     return f"{name} must be {kind}, got {written}; for example {example}."
+
+
+# Allowed range of each float alert threshold, with both ends included.
+ALERT_RANGES = {
+    # BCE losses are unbounded, so the upper bound only rejects a typo.
+    "alert_d_loss_below": (0.0, 1000.0),
+    "alert_max_class_share": (0.0, 1.0),
+    "alert_min_diversity_ratio": (0.0, 1.0),
+}
+
+
+def _require_alert_thresholds(config: TrainConfig) -> None:
+    for name, (low, high) in ALERT_RANGES.items():
+        value = getattr(config, name)
+        if _is_number(value) and math.isfinite(value) and low <= value <= high:
+            continue
+        raise ConfigError(
+            f"{name} must be a number from {low:g} to {high:g}, got {format_value(value)}; "
+            f"the default is {_default(name)}."
+        )
 
 
 def _require_choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:

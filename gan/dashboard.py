@@ -7,6 +7,7 @@ and pretrained generator, the generator sources of the Generate page and the
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,12 +18,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
 
 from gan import demo, names, runs
 from gan.config import KERAS_DATASETS, ConfigError, TrainConfig
 from gan.errors import InputError, format_value
-from gan.generate import GridRequest
+from gan.generate import GenerationResult, GridRequest, grid_image
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 # Shipped with the repository; either may be absent in a checkout.
@@ -41,6 +44,7 @@ PRETRAINED_QUERY_NAME = "pretrained"
 SHIPPED_RUN_QUERY_NAME = "shipped-demo-run"
 RESERVED_RUN_NAMES = (PRETRAINED_QUERY_NAME, SHIPPED_RUN_QUERY_NAME)
 EXPORTED_CHECKPOINT = "exported"
+BEST_CHECKPOINT = "best"
 
 # Characters that Streamlit's Markdown would read as formatting; CommonMark
 # lets a backslash escape any ASCII punctuation.
@@ -381,6 +385,8 @@ class GeneratorSource:
     file: Path | None = None
     checkpoint_step: int | None = None
     checkpoint_prefix: Path | None = None
+    # The epoch of a run's generator_best.keras, the generator with the lowest Frechet distance.
+    best_epoch: int | None = None
 
     def modified_time(self) -> float:
         """Return the modification time of the loaded file, so that a cache loads a rewritten file again."""
@@ -410,7 +416,7 @@ class GeneratorSource:
 
     def cli_arguments(self) -> list[str]:
         """Return the ``python -m gan generate`` options that load this same generator."""
-        if self.run_dir is None:
+        if self.run_dir is None or self.best_epoch is not None:
             return ["--generator", shell_path(self.file)]
         arguments = ["--run-dir", shell_path(self.run_dir)]
         if self.checkpoint_step is not None:
@@ -432,7 +438,12 @@ def pretrained_source() -> GeneratorSource | None:
 
 
 def run_generator_sources(run_dir: str | Path) -> list[GeneratorSource]:
-    """List a run's loadable generators, newest first: its checkpoints, else its generator.keras."""
+    """List a run's loadable generators: its best generator, then its checkpoints newest first.
+
+    The best generator (``generator_best.keras``) comes first when best.json
+    describes it and the file exists. A run without checkpoints offers its
+    generator.keras in their place.
+    """
     from gan.checkpoints import list_checkpoints
 
     run_dir = Path(run_dir)
@@ -449,7 +460,24 @@ def run_generator_sources(run_dir: str | Path) -> list[GeneratorSource]:
     if not found and exported.is_file():
         # load_generator falls back to this file when a run has no checkpoint.
         found.append(GeneratorSource(runs.GENERATOR_FILE, run_dir=run_dir, file=exported))
-    return found
+    best = best_source(run_dir)
+    return [best, *found] if best is not None else found
+
+
+def best_source(run_dir: str | Path) -> GeneratorSource | None:
+    """Return the run's best generator as a source, or None without a valid best.json and its file."""
+    run_dir = Path(run_dir)
+    best = runs.read_best(run_dir)
+    path = run_dir / runs.BEST_GENERATOR_FILE
+    if best is None or not path.is_file():
+        return None
+    label = f"best: epoch {best['epoch']} (Frechet distance {best['frechet_distance']:.2f})"
+    return GeneratorSource(label, run_dir=run_dir, file=path, best_epoch=best["epoch"])
+
+
+def latest_source(sources: Sequence[GeneratorSource]) -> GeneratorSource:
+    """Return the newest checkpoint (or generator.keras) of ``run_generator_sources``, skipping the best."""
+    return next((source for source in sources if source.best_epoch is None), sources[0])
 
 
 def run_query_name(run_dir: str | Path) -> str:
@@ -458,7 +486,9 @@ def run_query_name(run_dir: str | Path) -> str:
 
 
 def checkpoint_query_value(source: GeneratorSource) -> str:
-    """Return the ``checkpoint`` query value of a source: its step, or ``exported`` for generator.keras."""
+    """Return the ``checkpoint`` query value of a source: its step, ``best``, or ``exported``."""
+    if source.best_epoch is not None:
+        return BEST_CHECKPOINT
     return EXPORTED_CHECKPOINT if source.checkpoint_step is None else str(source.checkpoint_step)
 
 
@@ -527,3 +557,182 @@ def interpolation_gif(images, seconds_per_frame: float = 0.12, scale: int = 4) -
 
     frames = list(images)
     return gif_bytes(frames + frames[-2:0:-1], seconds_per_frame=seconds_per_frame, scale=scale)
+
+
+# Predicted classes and sample quality on the Generate page -------------------------------
+
+# The shipped generator was trained on MNIST digits (assets/pretrained/README.md).
+PRETRAINED_DATASET = "mnist"
+# Written by `python -m gan evaluate --generator assets/pretrained/generator.keras --json`.
+PRETRAINED_METRICS_NAME = "metrics.json"
+PRETRAINED_METRICS_FILE = str(Path(PRETRAINED_GENERATOR_NAME).parent / PRETRAINED_METRICS_NAME)
+# Text size of the captions under the digits of an annotated grid, in pixels.
+CAPTION_FONT_SIZE = 11
+
+
+def classifier_dataset(source: GeneratorSource) -> str | None:
+    """Return the classifier dataset of a generator's training data, or None when no classifier fits it."""
+    from gan import metrics
+
+    if source.run_dir is None:
+        return PRETRAINED_DATASET
+    try:
+        config = runs.load_config(source.run_dir)
+    except InputError:
+        return None
+    return metrics.dataset_of_source(config.data)
+
+
+@dataclass(frozen=True)
+class DigitPredictions:
+    """The shipped classifier's verdict on each digit of a grid, in grid order."""
+
+    classes: np.ndarray  # int64 (N,): the most probable class
+    confidences: np.ndarray  # float64 (N,): its probability
+
+
+def predict_digits(images: np.ndarray, dataset: str) -> DigitPredictions:
+    """Classify uint8 digits (N, 28, 28) with the shipped classifier of ``dataset``."""
+    from gan import classifier
+
+    _, probabilities = classifier.classify(classifier.load_classifier(dataset), images)
+    return DigitPredictions(probabilities.argmax(axis=1).astype(np.int64), probabilities.max(axis=1))
+
+
+def confidence_order(confidences: np.ndarray) -> np.ndarray:
+    """Return the indices that sort digits by confidence, highest first; ties keep grid order."""
+    return np.argsort(-np.asarray(confidences, dtype=np.float64), kind="stable")
+
+
+def reorder_result(result: GenerationResult, order: Sequence[int], columns: int) -> GenerationResult:
+    """Return ``result`` with its digits, seeds and labels in ``order``, tiled again ``columns`` per row."""
+    order = np.asarray(order, dtype=np.int64)
+    images = result.images[order]
+    labels = None if result.labels is None else np.asarray(result.labels)[order]
+    seeds = [result.seeds[index] for index in order]
+    return GenerationResult(images, seeds, labels, grid_image(images, columns))
+
+
+def predictions_frame(
+    seeds: Sequence[int], predictions: DigitPredictions, labels: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Tabulate each digit's grid position, seed, predicted class and confidence, and its requested class."""
+    frame = pd.DataFrame(
+        {
+            "position": np.arange(1, len(seeds) + 1),
+            "seed": np.asarray(seeds, dtype=np.int64),
+            "predicted class": predictions.classes,
+            "confidence": predictions.confidences,
+        }
+    )
+    if labels is not None:
+        frame.insert(2, "requested class", np.asarray(labels, dtype=np.int64))
+    return frame
+
+
+def annotated_grid(
+    images: np.ndarray, captions: Sequence[Sequence[str]], columns: int, scale: int = 3, padding: int = 4
+) -> np.ndarray:
+    """Tile digits enlarged ``scale`` times, each with its caption lines below it, for display only.
+
+    A cell is as wide as the enlarged digit or its longest caption line,
+    whichever is wider, so long seeds stay readable.
+    """
+    font = ImageFont.load_default(size=CAPTION_FONT_SIZE)
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    lines = max((len(caption) for caption in captions), default=0)
+    text_width = max(
+        (measure.textlength(line, font=font) for caption in captions for line in caption), default=0
+    )
+    count, height, width = images.shape
+    tile_width, tile_height = width * scale, height * scale
+    cell_width = max(tile_width, math.ceil(text_width) + 4)
+    line_height = CAPTION_FONT_SIZE + 3
+    cell_height = tile_height + lines * line_height + 2
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    picture = Image.new(
+        "L", (columns * (cell_width + padding) + padding, rows * (cell_height + padding) + padding), 0
+    )
+    draw = ImageDraw.Draw(picture)
+    for index, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        row, column = divmod(index, columns)
+        left = padding + column * (cell_width + padding)
+        top = padding + row * (cell_height + padding)
+        digit = Image.fromarray(image, mode="L").resize((tile_width, tile_height), Image.NEAREST)
+        picture.paste(digit, (left + (cell_width - tile_width) // 2, top))
+        for number, line in enumerate(caption):
+            draw.text((left + 2, top + tile_height + 2 + number * line_height), line, fill=255, font=font)
+    return np.asarray(picture)
+
+
+def digit_captions(
+    seeds: Sequence[int], predictions: DigitPredictions | None = None
+) -> list[tuple[str, ...]]:
+    """Return the caption lines of each digit: its predicted class and confidence if given, and its seed."""
+    captions = []
+    for index, seed in enumerate(seeds):
+        seed_line = f"seed {seed}"
+        if predictions is None:
+            captions.append((seed_line,))
+        else:
+            verdict = f"{predictions.classes[index]}: {predictions.confidences[index]:.2f}"
+            captions.append((verdict, seed_line))
+    return captions
+
+
+def pretrained_metrics_path() -> Path:
+    return PRETRAINED_GENERATOR.parent / PRETRAINED_METRICS_NAME
+
+
+def read_quality_report(path: str | Path) -> dict[str, Any]:
+    """Read the JSON that ``python -m gan evaluate --json`` prints; raise InputError for a bad file."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} not found; write it with {pretrained_metrics_command()}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(
+            f"{path} is not a readable JSON report ({type(error).__name__}); write it again with "
+            f"{pretrained_metrics_command()}"
+        ) from None
+    scores = [report.get("generated"), report.get("floor")] if isinstance(report, dict) else []
+    if len(scores) != 2 or not all(isinstance(part, dict) for part in scores):
+        raise InputError(
+            f"{path} lacks the 'generated' and 'floor' scores of a report; write it again with "
+            f"{pretrained_metrics_command()}"
+        )
+    return report
+
+
+def pretrained_metrics_command() -> str:
+    return (
+        f"python -m gan evaluate --generator {PRETRAINED_GENERATOR_NAME} --json > {PRETRAINED_METRICS_FILE}"
+    )
+
+
+def quality_report_frame(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Tabulate a report's main figures: metric, generated value and real-data floor, as formatted text.
+
+    A metric whose value or floor is missing or not a number is left out.
+    """
+    from gan.metrics import REPORT_ROWS
+
+    rows = []
+    for label, name, number_format in REPORT_ROWS:
+        value, floor = report["generated"].get(name), report["floor"].get(name)
+        if not all(_is_finite_number(number) for number in (value, floor)):
+            continue
+        rows.append(
+            {
+                "metric": label,
+                "generated": number_format.format(value),
+                "real-data floor": number_format.format(floor),
+            }
+        )
+    return pd.DataFrame(rows, columns=["metric", "generated", "real-data floor"])
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -33,6 +33,7 @@ LIMIT_VARIABLES = {
     "max_latent_dim": "GAN_DEMO_MAX_LATENT_DIM",
     "max_sample_count": "GAN_DEMO_MAX_SAMPLE_COUNT",
     "max_stored_runs": "GAN_DEMO_MAX_STORED_RUNS",
+    "max_eval_samples": "GAN_DEMO_MAX_EVAL_SAMPLES",
 }
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("", "0", "false", "no", "off")
@@ -73,6 +74,8 @@ class DemoLimits:
     max_sample_count: int = 100
     # Runs kept on disk; starting one more deletes the oldest runs that are not live.
     max_stored_runs: int = 10
+    # Digits scored per quality evaluation: the default 2,000 takes seconds on a CPU.
+    max_eval_samples: int = 2000
 
     def describe(self) -> list[str]:
         """Return one line per limit, for the notice on each page."""
@@ -85,7 +88,8 @@ class DemoLimits:
             f"at most {self.max_digits} digits per generated grid",
             f"at most {self.max_interpolation_steps} interpolation steps",
             f"width at most {self.max_width}, batch_size at most {self.max_batch_size}, "
-            f"latent_dim at most {self.max_latent_dim}, sample_count at most {self.max_sample_count}",
+            f"latent_dim at most {self.max_latent_dim}, sample_count at most {self.max_sample_count}, "
+            f"eval_samples at most {self.max_eval_samples}",
             f"the newest {self.max_stored_runs} runs are kept; starting another deletes the oldest "
             "finished, stopped, failed or crashed ones",
         ]
@@ -212,6 +216,7 @@ def config_limit_errors(values: Mapping[str, object], limits: DemoLimits) -> dic
         "batch_size": limits.max_batch_size,
         "latent_dim": limits.max_latent_dim,
         "sample_count": limits.max_sample_count,
+        "eval_samples": limits.max_eval_samples,
     }
     if "max_images" in values and values["max_images"] is None:
         errors["max_images"] = (

@@ -17,7 +17,12 @@ The points:
 - ``append:NAME``: half of the rows appended to NAME are on disk.
 - ``checkpoint_files``: TensorFlow has written a checkpoint's files and its
   marker is not written yet.
-- ``export``: generator.keras is saved to its temporary file, not renamed.
+- ``export``: generator.keras (or generator_best.keras) is saved to its
+  temporary file, not renamed.
+
+A second variable makes a trainer in another process see a diverged loss:
+with ``GAN_NAN_LOSS_STEP=N`` the trainer reads the losses of step N and of
+every later step as NaN, and so stops as ``diverged`` after step N-1.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import signal
 from collections import Counter
 
 FAULT_VARIABLE = "GAN_FAULT"
+NAN_LOSS_VARIABLE = "GAN_NAN_LOSS_STEP"
 
 _passes: Counter[str] = Counter()
 
@@ -48,3 +54,9 @@ def point(name: str) -> None:
     _passes[pattern] += 1
     if _passes[pattern] == int(count):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nan_loss(step: int) -> bool:
+    """Tell whether ``$GAN_NAN_LOSS_STEP`` makes the losses of run step ``step`` read as NaN."""
+    first = os.environ.get(NAN_LOSS_VARIABLE)
+    return bool(first) and step >= int(first)

@@ -10,11 +10,15 @@ responsive. The source files are never modified.
 
 from __future__ import annotations
 
+import csv
+import functools
 import io
+import logging
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,8 @@ from gan import runs
 from gan.errors import InputError
 from gan.generate import gif_bytes, png_bytes
 
+log = logging.getLogger(__name__)
+
 # Points per drawn curve: enough for a smooth line a screen wide, few enough
 # that Vega-Lite redraws a chart of several runs at once without lag.
 DEFAULT_MAX_POINTS = 2000
@@ -34,7 +40,10 @@ DISCRIMINATOR_SERIES = ("d_real", "d_fake")
 EPOCH_SERIES = ("seconds", "images_per_second")
 
 _SAMPLE_NAME = re.compile(r"^epoch_(\d+)\.png$")
-_STANDARD_COLUMNS = {runs.METRICS_FILE: runs.METRICS_COLUMNS, runs.EPOCHS_FILE: runs.EPOCHS_COLUMNS}
+# epochs.csv of runs trained before the quality metrics existed has only the required columns.
+_STANDARD_COLUMNS = {runs.METRICS_FILE: runs.METRICS_COLUMNS, runs.EPOCHS_FILE: runs.EPOCHS_REQUIRED_COLUMNS}
+# The columns of a history's frame before a valid header is read: all the columns a trainer writes now.
+_EMPTY_FRAME_COLUMNS = {runs.METRICS_FILE: runs.METRICS_COLUMNS, runs.EPOCHS_FILE: runs.EPOCHS_COLUMNS}
 # Cells that parse as NaN on purpose: the trainer writes "nan" for a diverged loss.
 _NAN_CELLS = ("", "nan", "-nan", "+nan")
 # Exceptions that Pillow raises for a file that is not a complete PNG. UnidentifiedImageError
@@ -71,6 +80,7 @@ class CsvHistory:
         if expected is None:
             expected = _STANDARD_COLUMNS.get(self.path.name, ())
         self.expected = tuple(expected)
+        self._empty_columns = _EMPTY_FRAME_COLUMNS.get(self.path.name, self.expected)
         self.offset = 0
         self.columns: list[str] | None = None
         # Why the header was rejected; its rows stay unread until the file is replaced.
@@ -91,7 +101,7 @@ class CsvHistory:
             if self._chunks:
                 self._frame = pd.concat(self._chunks, ignore_index=True)
             else:
-                self._frame = pd.DataFrame(columns=self.columns or list(self.expected))
+                self._frame = pd.DataFrame(columns=self.columns or list(self._empty_columns))
             self._chunks = [self._frame]
         return self._frame
 
@@ -456,3 +466,272 @@ def epoch_gif(samples: Mapping[int, Path], seconds_per_frame: float = 0.4, scale
         canvas[: frame.shape[0], : frame.shape[1]] = frame
         padded.append(canvas)
     return gif_bytes(padded, seconds_per_frame=seconds_per_frame, scale=scale)
+
+
+# Sample quality -------------------------------------------------------------------
+
+SHARE_COLUMNS = tuple(f"share_{digit}" for digit in range(10))
+
+
+@dataclass(frozen=True)
+class QualityMetric:
+    """A sample-quality column of epochs.csv, with its real-data floor column and chart labels."""
+
+    column: str
+    title: str
+    y_title: str
+    hint: str  # which way is better, shown under the chart
+    floor_column: str | None = None  # None: epochs.csv records no floor for this metric
+    std_error_column: str | None = None
+
+
+QUALITY_METRICS = (
+    QualityMetric(
+        "frechet_distance", "Frechet distance", "Frechet distance", "Lower is better.", "frechet_floor"
+    ),
+    QualityMetric(
+        "kid",
+        "Kernel distance (KID), with its standard error",
+        "KID",
+        "Lower is better; the bars span one standard error over the KID subsets.",
+        "kid_floor",
+        "kid_std_error",
+    ),
+    QualityMetric(
+        "class_entropy_bits",
+        "Entropy of the predicted classes",
+        "bits",
+        "Higher is better, up to log2(10) = 3.32 bits for 10 equal classes.",
+        "class_entropy_floor",
+    ),
+    QualityMetric(
+        "max_class_deviation",
+        "Largest class share deviation",
+        "max |share - real share|",
+        "Lower is better. epochs.csv records no real-data floor for this metric.",
+    ),
+    QualityMetric(
+        "confidence",
+        "Classifier confidence",
+        "mean top probability",
+        "Higher is better: recognisable digits get confident predictions.",
+        "confidence_floor",
+    ),
+    QualityMetric(
+        "label_accuracy",
+        "Label accuracy (conditional models)",
+        "share classified as requested",
+        "Higher is better. epochs.csv records no real-data floor for this metric.",
+    ),
+    QualityMetric(
+        "diversity",
+        "Pixel diversity",
+        "mean RMS pixel difference",
+        "Near the floor is best; a drop far below it is a sign of mode collapse.",
+        "diversity_floor",
+    ),
+)
+
+
+def has_quality_columns(frame: pd.DataFrame) -> bool:
+    """Tell whether an epochs.csv frame has any sample-quality column (older runs have none)."""
+    return any(metric.column in frame.columns for metric in QUALITY_METRICS)
+
+
+def evaluation_segments(epochs: Sequence[float]) -> np.ndarray:
+    """Number the unbroken stretches of evaluated epochs, in ascending order, from 0.
+
+    Consecutive evaluations farther apart than the run's smallest spacing
+    start a new stretch, so a missed evaluation shows as a gap in the line
+    while an evaluation every N epochs still draws one line.
+    """
+    epochs = np.asarray(epochs, dtype=np.float64)
+    if len(epochs) < 2:
+        return np.zeros(len(epochs), dtype=np.int64)
+    spacing = np.diff(epochs)
+    return np.concatenate([[0], np.cumsum(spacing > spacing.min())]).astype(np.int64)
+
+
+def quality_points(histories: Mapping[str, pd.DataFrame], metric: QualityMetric) -> pd.DataFrame:
+    """Return one row per run and evaluated epoch of ``metric``: run, epoch, value, lower, upper, segment.
+
+    Epochs without an evaluation (an empty or non-finite cell) have no row,
+    so the chart shows a gap there, never a zero. ``lower`` and ``upper``
+    are value -/+ the standard error, or the value when there is none.
+    """
+    parts = []
+    for run, frame in histories.items():
+        if frame.empty or metric.column not in frame or "epoch" not in frame:
+            continue
+        values = frame[metric.column].to_numpy(dtype=np.float64)
+        evaluated = np.isfinite(values)
+        if not evaluated.any():
+            continue
+        rows = frame.loc[evaluated].sort_values("epoch")
+        values = rows[metric.column].to_numpy(dtype=np.float64)
+        error = np.zeros(len(rows))
+        if metric.std_error_column and metric.std_error_column in rows:
+            error = np.nan_to_num(rows[metric.std_error_column].to_numpy(dtype=np.float64), nan=0.0)
+        epochs = rows["epoch"].to_numpy(dtype=np.float64)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "epoch": epochs.astype(np.int64),
+                    "value": values,
+                    "lower": values - error,
+                    "upper": values + error,
+                    "segment": evaluation_segments(epochs),
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["run", "epoch", "value", "lower", "upper", "segment"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def quality_floors(histories: Mapping[str, pd.DataFrame], metric: QualityMetric) -> pd.DataFrame:
+    """Return each run's real-data floor of ``metric`` at its latest evaluated epoch: run, epoch, floor.
+
+    A run without a finite floor at that epoch, or a metric without a floor
+    column, has no row.
+    """
+    rows = []
+    column = metric.floor_column
+    for run, frame in histories.items():
+        if column is None or frame.empty or column not in frame or metric.column not in frame:
+            continue
+        evaluated = frame[np.isfinite(frame[metric.column].to_numpy(dtype=np.float64))]
+        if evaluated.empty:
+            continue
+        latest = evaluated.loc[evaluated["epoch"].idxmax()]
+        floor = float(latest[column])
+        if math.isfinite(floor):
+            rows.append({"run": run, "epoch": int(latest["epoch"]), "floor": floor})
+    return pd.DataFrame(rows, columns=["run", "epoch", "floor"])
+
+
+def class_coverage_frame(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Return the predicted class shares of each run's latest epoch that has all 10 of them.
+
+    Columns: run, epoch, digit, share.
+    """
+    rows = []
+    for run, frame in histories.items():
+        if frame.empty or not all(column in frame for column in SHARE_COLUMNS):
+            continue
+        shares = frame[list(SHARE_COLUMNS)].to_numpy(dtype=np.float64)
+        complete = np.isfinite(shares).all(axis=1)
+        if not complete.any():
+            continue
+        candidates = frame.loc[complete]
+        position = int(np.argmax(candidates["epoch"].to_numpy()))
+        epoch = int(candidates["epoch"].iloc[position])
+        for digit, share in enumerate(shares[complete][position]):
+            rows.append({"run": run, "epoch": epoch, "digit": digit, "share": float(share)})
+    return pd.DataFrame(rows, columns=["run", "epoch", "digit", "share"])
+
+
+def real_class_shares(dataset: str) -> np.ndarray | None:
+    """Return the class shares of the test split of a classifier dataset, or None when it cannot be read.
+
+    These are the shares that ``max_class_deviation`` compares with. Loading
+    the split imports TensorFlow, so the result is cached per dataset and
+    data path.
+    """
+    return _real_class_shares(dataset, os.environ.get("GAN_MNIST_PATH"))
+
+
+@functools.lru_cache(maxsize=4)
+def _real_class_shares(dataset: str, mnist_path: str | None) -> np.ndarray | None:
+    from gan import classifier, data, metrics
+
+    try:
+        labels = data.load_images(classifier.data_source(dataset), split="test").labels
+    except (InputError, OSError, ValueError) as error:
+        log.warning("reading the %s test labels for the class shares failed: %s", dataset, error)
+        return None
+    return metrics.class_shares(labels, classifier.NUM_CLASSES)
+
+
+# Alerts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A row of a run's alerts.csv."""
+
+    step: int
+    epoch: int
+    kind: str  # one of runs.ALERT_KINDS
+    message: str
+    wall_time: float | None
+
+
+def read_alerts(run_dir: str | Path) -> tuple[list[Alert], list[str]]:
+    """Read a run's alerts.csv, newest first, with warnings about a damaged file.
+
+    A missing file means no alerts. A header without the alert columns gives
+    no alerts and a warning, and a row whose step or epoch is not an integer,
+    or that has the wrong number of fields, is left out and counted.
+    """
+    path = Path(run_dir) / runs.ALERTS_FILE
+    try:
+        text, _ = runs.read_complete_lines(path, 0)
+    except FileNotFoundError:
+        return [], []
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return [], []
+    header = [cell.strip() for cell in rows[0]]
+    missing = [column for column in runs.ALERTS_COLUMNS if column not in header]
+    if missing:
+        return [], [
+            f"{path} does not start with the header line {','.join(runs.ALERTS_COLUMNS)!r} "
+            f"(its first line is {_shorten(','.join(rows[0]))!r}), so its alerts are not shown."
+        ]
+    index = {column: header.index(column) for column in runs.ALERTS_COLUMNS}
+    alerts, damaged = [], 0
+    for row in rows[1:]:
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            if len(row) != len(header):
+                raise ValueError(f"{len(row)} fields")
+            wall_time = row[index["wall_time"]].strip()
+            alerts.append(
+                Alert(
+                    step=int(row[index["step"]]),
+                    epoch=int(row[index["epoch"]]),
+                    kind=row[index["kind"]].strip(),
+                    message=row[index["message"]],
+                    wall_time=float(wall_time) if wall_time else None,
+                )
+            )
+        except ValueError:
+            damaged += 1
+    # Newest first: by step, then by the time it was written; sorted() keeps file order for ties.
+    alerts = sorted(alerts, key=lambda alert: (alert.step, alert.wall_time or 0.0), reverse=True)
+    warnings = []
+    if damaged:
+        lines = "line is" if damaged == 1 else "lines are"
+        warnings.append(
+            f"{path}: {damaged} damaged {lines} left out (a wrong number of fields, or a step or "
+            "epoch that is not an integer)."
+        )
+    return alerts, warnings
+
+
+def alerts_frame(alerts: Sequence[Alert]) -> pd.DataFrame:
+    """Tabulate alerts in the given order: step, epoch, kind, message and the UTC time they were written."""
+    times = pd.to_datetime([alert.wall_time for alert in alerts], unit="s", utc=True, errors="coerce")
+    return pd.DataFrame(
+        {
+            "step": [alert.step for alert in alerts],
+            "epoch": [alert.epoch for alert in alerts],
+            "kind": [alert.kind for alert in alerts],
+            "message": [alert.message for alert in alerts],
+            "time (UTC)": times.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        columns=["step", "epoch", "kind", "message", "time (UTC)"],
+    )

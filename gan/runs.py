@@ -41,11 +41,15 @@ LOG_FILE = "train.log"
 LOCK_FILE = "train.lock"
 LAUNCH_LOCK_FILE = "launch.lock"
 GENERATOR_FILE = "generator.keras"
+BEST_GENERATOR_FILE = "generator_best.keras"
+BEST_FILE = "best.json"
+ALERTS_FILE = "alerts.csv"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
 
 METRICS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "wall_time")
-EPOCHS_COLUMNS = (
+# The columns that every epochs.csv has, including those written before the quality metrics existed.
+EPOCHS_REQUIRED_COLUMNS = (
     "epoch",
     "step",
     "seconds",
@@ -56,11 +60,32 @@ EPOCHS_COLUMNS = (
     "d_fake",
     "wall_time",
 )
+# gan.metrics scores of the generated digits, each followed by its real-data floor where
+# one is written; empty cells on epochs without an evaluation.
+EPOCHS_QUALITY_COLUMNS = (
+    "frechet_distance",
+    "frechet_floor",
+    "kid",
+    "kid_std_error",
+    "kid_floor",
+    "class_entropy_bits",
+    "class_entropy_floor",
+    "max_class_deviation",
+    "confidence",
+    "confidence_floor",
+    "label_accuracy",
+    "diversity",
+    "diversity_floor",
+    *(f"share_{digit}" for digit in range(10)),
+)
+EPOCHS_COLUMNS = EPOCHS_REQUIRED_COLUMNS + EPOCHS_QUALITY_COLUMNS
+ALERTS_COLUMNS = ("step", "epoch", "kind", "message", "wall_time")
+ALERT_KINDS = ("diverged", "discriminator_wins", "mode_collapse")
 
 # States written by the trainer (and "starting" by the launcher); "crashed" is
 # derived by readers from a live state whose trainer is gone.
 LIVE_STATES = ("starting", "running", "stopping")
-RESUMABLE_STATES = ("stopped", "crashed", "failed")
+RESUMABLE_STATES = ("stopped", "crashed", "failed", "diverged")
 
 # A trainer writes its heartbeat every few seconds; one this old means the
 # trainer hangs or its machine is gone.
@@ -606,6 +631,39 @@ def read_complete_lines(path: Path, offset: int = 0) -> tuple[str, int]:
     return data[:end].decode("utf-8", errors="replace"), offset + end
 
 
+def history_columns(path: Path, standard: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the columns to append to a CSV history: its own header's, or ``standard`` for a new file.
+
+    A run written before columns were added keeps its shorter header, so its
+    new rows must follow that header. A header with a column outside
+    ``standard`` is not trusted, and rows then follow ``standard``.
+    """
+    text, _ = read_complete_lines(path)
+    header = text.partition("\n")[0].strip()
+    if not header:
+        return standard
+    columns = tuple(header.split(","))
+    return columns if set(columns) <= set(standard) else standard
+
+
+def read_best(run_dir: str | Path) -> dict[str, Any] | None:
+    """Return the run's best.json (epoch, step, frechet_distance, file), or None if missing or damaged."""
+    best = read_json(Path(run_dir) / BEST_FILE)
+    if best is None:
+        return None
+    epoch, step, distance = best.get("epoch"), best.get("step"), best.get("frechet_distance")
+    valid = (
+        isinstance(epoch, int)
+        and not isinstance(epoch, bool)
+        and isinstance(step, int)
+        and not isinstance(step, bool)
+        and _is_number(distance)
+        and math.isfinite(distance)
+        and best.get("file") == BEST_GENERATOR_FILE
+    )
+    return best if valid else None
+
+
 def truncate_history(path: Path, column: str, last_value: int) -> None:
     """Drop rows whose ``column`` exceeds ``last_value``, and a partial last line.
 
@@ -614,6 +672,9 @@ def truncate_history(path: Path, column: str, last_value: int) -> None:
     """
     text, _ = read_complete_lines(path)
     if not text:
+        if path.exists() and path.stat().st_size > 0:
+            # A crash cut the header line itself, so the next append must write a new header.
+            write_atomic(path, "")
         return
     lines = text.splitlines(keepends=True)
     header = lines[0].rstrip("\n").split(",")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import math
 import os
@@ -27,13 +28,16 @@ import tensorflow as tf
 
 from gan import checkpoints, data, faults, runs
 from gan.config import TrainConfig
-from gan.errors import StorageError
+from gan.errors import InputError, StorageError
 from gan.generate import generate_images, grid_image, sample_seeds, save_png
 from gan.model import DCGAN, build_gan
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# Seed of the first digit of every evaluation during training: the same digits each epoch, and the
+# same as the default of `python -m gan evaluate`, which therefore reproduces best.json's distance.
+EVAL_SEED = 0
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -138,6 +142,7 @@ class RunCallback(keras.callbacks.Callback):
         self.epoch_batches = first_step_in_epoch  # batches of this epoch done, before a resume too
         self.previous_sums: dict[str, float] = {}
         self.previous_batches = first_step_in_epoch
+        self.d_loss_sum = 0.0  # sum of this epoch's per-step d_loss, for the value of the next step
 
     def on_epoch_begin(self, epoch, logs=None):
         # fit() has just reset the epoch means; a run resumed mid-epoch puts
@@ -150,16 +155,32 @@ class RunCallback(keras.callbacks.Callback):
         self.previous_sums = {
             metric.name: float(metric.result()) * self.epoch_batches for metric in self.model.metrics
         }
+        self.d_loss_sum = self.previous_sums.get("d_loss", 0.0)
 
     def on_train_batch_end(self, batch, logs=None):
         trainer = self.trainer
+        logs = logs or {}
+        # Checked before the step counts, so that no file and no checkpoint records a bad step.
+        losses = {name: float(logs[name]) for name in ("d_loss", "g_loss") if name in logs}
+        if faults.nan_loss(trainer.progress.step + 1):
+            losses = {name: math.nan for name in losses}
+        if not all(math.isfinite(value) for value in losses.values()):
+            trainer.record_divergence(trainer.progress.step + 1, self.epoch_index + 1, losses)
+            self.model.stop_training = True
+            return
         trainer.progress.step += 1
         self.epoch_batches += 1
         trainer.step_variable.assign(trainer.progress.step)
         config = trainer.config
+        if "d_loss" in losses:
+            # Keras reports the running mean over the epoch, so this step's own d_loss is the
+            # difference of two running sums.
+            d_loss_sum = losses["d_loss"] * self.epoch_batches
+            trainer.check_discriminator_wins(d_loss_sum - self.d_loss_sum, self.epoch_index + 1)
+            self.d_loss_sum = d_loss_sum
 
         if trainer.progress.step % config.log_every_steps == 0:
-            self._write_metrics_row(logs or {})
+            self._write_metrics_row(logs)
         now = time.time()
         if now - trainer.last_heartbeat >= HEARTBEAT_SECONDS:
             trainer.write_running_status(now)
@@ -215,6 +236,12 @@ class Trainer:
         self.last_heartbeat = 0.0
         self.last_checkpoint_time = time.time()
         self.last_checkpoint_step = 0
+        self.alerts: list[dict[str, Any]] = []  # alerts of this process, shown in status.json
+        self.d_loss_streak = 0  # consecutive steps with d_loss below alert_d_loss_below
+        self.divergence: str | None = None  # the message of a non-finite loss, once one is seen
+        self.quality_dataset: str | None = None  # the classifier that scores samples, None for no metrics
+        self.best_frechet_distance = math.inf
+        self.epochs_columns = runs.EPOCHS_COLUMNS
 
     # Setup
 
@@ -267,6 +294,30 @@ class Trainer:
             max_to_keep=config.checkpoints_kept,
         )
         self._restore_or_start(resume)
+        self._setup_quality()
+
+    def _setup_quality(self) -> None:
+        """Pick the classifier that scores samples, and the columns of epochs.csv rows."""
+        from gan import metrics
+
+        self.epochs_columns = runs.history_columns(self.run_dir / runs.EPOCHS_FILE, runs.EPOCHS_COLUMNS)
+        if self.config.eval_every_epochs == 0:
+            return
+        self.quality_dataset = metrics.dataset_of_source(self.config.data)
+        if self.quality_dataset is None:
+            log.info(
+                "quality metrics are off: data %s has no shipped classifier (there are classifiers for "
+                "mnist, fashion_mnist and the file that GAN_MNIST_PATH names)",
+                self.config.data,
+            )
+            return
+        if "frechet_distance" not in self.epochs_columns:
+            log.info(
+                "%s has the header of a run from before the quality metrics, so its new rows keep "
+                "that header; the metrics go to this log and to %s",
+                runs.EPOCHS_FILE,
+                runs.BEST_FILE,
+            )
 
     def _restore_or_start(self, resume: bool) -> None:
         existing = self.store.complete()
@@ -287,6 +338,8 @@ class Trainer:
         # Rows the previous trainer wrote after its last checkpoint will be replayed.
         runs.truncate_history(self.run_dir / runs.METRICS_FILE, "step", self.progress.step)
         runs.truncate_history(self.run_dir / runs.EPOCHS_FILE, "epoch", self.progress.epoch)
+        runs.truncate_history(self.run_dir / runs.ALERTS_FILE, "step", self.progress.step)
+        self._keep_best_of_restored_epochs()
         if restored is not None:
             log.info(
                 "resumed from %s: epoch %d, step %d, optimizer iteration %d",
@@ -297,6 +350,27 @@ class Trainer:
             )
         elif resume:
             log.info("no complete checkpoint yet; starting the run from step 0")
+
+    def _keep_best_of_restored_epochs(self) -> None:
+        """Delete best.json and generator_best.keras unless they come from an epoch that is not replayed.
+
+        generator_best.keras without a valid best.json is the half of an
+        interrupted update (best.json is deleted before the generator is
+        replaced), so it is deleted too.
+        """
+        best = runs.read_best(self.run_dir)
+        if best is not None and best["epoch"] <= self.progress.epoch:
+            self.best_frechet_distance = float(best["frechet_distance"])
+            return
+        if best is not None:
+            log.info(
+                "removed %s of epoch %d: the resume restores epoch %d, so that epoch is trained again",
+                runs.BEST_FILE,
+                best["epoch"],
+                self.progress.epoch,
+            )
+        (self.run_dir / runs.BEST_FILE).unlink(missing_ok=True)
+        (self.run_dir / runs.BEST_GENERATOR_FILE).unlink(missing_ok=True)
 
     def take_restored_epoch_means(self) -> list[np.ndarray] | None:
         """Return the epoch means of a mid-epoch checkpoint once, for the first resumed epoch."""
@@ -324,6 +398,7 @@ class Trainer:
             "started": progress.started,
             "last_error": error,
             "warnings": self.warnings,
+            "alerts": self.alerts,
         }
         runs.write_status(self.run_dir, status)
         self.last_heartbeat = now
@@ -345,8 +420,8 @@ class Trainer:
             self.progress.step,
         )
 
-    def export_generator(self) -> None:
-        path = self.run_dir / runs.GENERATOR_FILE
+    def export_generator(self, file_name: str = runs.GENERATOR_FILE) -> None:
+        path = self.run_dir / file_name
         temporary = path.with_name(f".{path.stem}.tmp.keras")
         try:
             self.gan.generator.save(temporary)
@@ -402,6 +477,8 @@ class Trainer:
                 verbose=0,
                 callbacks=[callback],
             )
+            if self.divergence is not None:
+                return self._end_diverged()
             finished_epoch = progress.step == (epoch_index + 1) * progress.steps_per_epoch
             if finished_epoch:
                 self._end_epoch(
@@ -440,10 +517,18 @@ class Trainer:
             images_per_second=images / seconds if seconds > 0 else None,
             wall_time=time.time(),
         )
-        runs.append_rows(self.run_dir / runs.EPOCHS_FILE, runs.EPOCHS_COLUMNS, [_rounded(row)])
+        row = _rounded(row)
+        report = self._evaluate(progress.epoch)
+        if report is not None:
+            row.update(_quality_row(report))
+        runs.append_rows(self.run_dir / runs.EPOCHS_FILE, self.epochs_columns, [row])
+        if report is not None:
+            self._check_mode_collapse(report)
         self.write_sample(progress.epoch)
         self.save_checkpoint()
         self.export_generator()
+        if report is not None:
+            self._update_best(row["frechet_distance"])
         self.write_running_status()
         faults.point("epoch_end")
         log.info(
@@ -457,6 +542,175 @@ class Trainer:
             seconds,
             row["images_per_second"] or 0.0,
         )
+
+    # Quality metrics, alerts and the best generator
+
+    def _evaluate(self, epoch: int):
+        """Score the generator after ``epoch`` when an evaluation is due; return the QualityReport or None."""
+        from gan import metrics
+
+        config = self.config
+        if self.quality_dataset is None or epoch % config.eval_every_epochs != 0:
+            return None
+        labels = None
+        if self.num_classes is not None:
+            labels = metrics.balanced_labels(config.eval_samples, self.num_classes)
+        try:
+            report = metrics.evaluate_generator(
+                self.gan.generator, self.quality_dataset, config.eval_samples, seed=EVAL_SEED, labels=labels
+            )
+        except (InputError, ValueError) as error:
+            message = f"quality metrics are off for the rest of this trainer process: {error}"
+            log.warning("%s", message)
+            self.warnings.append(message)
+            self.quality_dataset = None
+            return None
+        generated, floor = report.generated, report.floor
+        log.info(
+            "epoch %d quality: Frechet distance %.3f (real-data floor %.3f), KID %.5f (floor %.5f), "
+            "largest class share %.3f, diversity %.3f (floor %.3f), %d digits in %.1f s",
+            epoch,
+            generated.frechet_distance,
+            floor.frechet_distance,
+            generated.kid,
+            floor.kid,
+            max(generated.class_shares),
+            generated.diversity,
+            floor.diversity,
+            report.samples,
+            report.seconds,
+        )
+        return report
+
+    def raise_alert(self, kind: str, message: str, step: int, epoch: int) -> None:
+        """Append an alert to alerts.csv, to this process's status.json ``alerts`` and to the log."""
+        row = {"step": step, "epoch": epoch, "kind": kind, "message": message, "wall_time": time.time()}
+        runs.append_rows(self.run_dir / runs.ALERTS_FILE, runs.ALERTS_COLUMNS, [_rounded(row)])
+        self.alerts.append(_rounded(row))
+        log.warning("alert %s at epoch %d, step %d: %s", kind, epoch, step, message)
+
+    def check_discriminator_wins(self, d_loss: float, epoch: int) -> None:
+        """Count steps with ``d_loss`` under the threshold; alert once when a streak reaches its length."""
+        config = self.config
+        if d_loss >= config.alert_d_loss_below:
+            self.d_loss_streak = 0
+            return
+        self.d_loss_streak += 1
+        if self.d_loss_streak != config.alert_d_loss_steps:
+            return
+        step = self.progress.step
+        self.raise_alert(
+            "discriminator_wins",
+            f"d_loss stayed below {config.alert_d_loss_below:g} for {config.alert_d_loss_steps} "
+            f"consecutive steps (steps {step - config.alert_d_loss_steps + 1} to {step}), so the "
+            "generator gets almost no gradient. A new run with a lower discriminator_lr or a higher "
+            "generator_lr may recover.",
+            step,
+            epoch,
+        )
+
+    def _check_mode_collapse(self, report) -> None:
+        reasons = mode_collapse_reasons(report, self.config)
+        if reasons:
+            message = "; ".join(reasons) + "."
+            self.raise_alert("mode_collapse", message, self.progress.step, self.progress.epoch)
+
+    def _update_best(self, frechet_distance: float) -> None:
+        """Save the generator as generator_best.keras and record it in best.json if its distance is lowest.
+
+        best.json goes first and comes back last, so a best.json on disk always
+        describes the generator_best.keras next to it.
+        """
+        if not frechet_distance < self.best_frechet_distance:
+            return
+        (self.run_dir / runs.BEST_FILE).unlink(missing_ok=True)
+        self.export_generator(runs.BEST_GENERATOR_FILE)
+        best = {
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "frechet_distance": frechet_distance,
+            "file": runs.BEST_GENERATOR_FILE,
+        }
+        runs.write_atomic(self.run_dir / runs.BEST_FILE, json.dumps(best, indent=2))
+        self.best_frechet_distance = frechet_distance
+        log.info(
+            "new best generator: epoch %d, Frechet distance %.3f, saved to %s",
+            self.progress.epoch,
+            frechet_distance,
+            runs.BEST_GENERATOR_FILE,
+        )
+
+    # Divergence
+
+    def record_divergence(self, step: int, epoch: int, losses: dict[str, float]) -> None:
+        """Record a step whose loss is NaN or infinite: an alert now, the state ``diverged`` after fit."""
+        values = ", ".join(f"{name} {value:g}" for name, value in losses.items())
+        kept = self.store.complete()
+        if kept:
+            last = kept[-1]
+            where = f"The last good checkpoint is {last.name} (epoch {last.epoch}, step {last.step})."
+            retry = f"resume this run to retry from {last.name}"
+        else:
+            where = "No checkpoint was written before it."
+            retry = "resume this run to start it again from step 0"
+        self.divergence = (
+            f"training diverged at step {step} (epoch {epoch}): {values}; no checkpoint of that step "
+            f"was saved. {where} Lower generator_lr and discriminator_lr (now "
+            f"{self.config.generator_lr:g} and {self.config.discriminator_lr:g}) in a new run, or {retry}."
+        )
+        self.raise_alert("diverged", self.divergence, step, epoch)
+
+    def _end_diverged(self) -> str:
+        self.write_running_status(state="diverged", error=self.divergence)
+        log.error("run diverged: %s", self.divergence)
+        return "diverged"
+
+
+def mode_collapse_reasons(report, config: TrainConfig) -> list[str]:
+    """Return why a QualityReport shows mode collapse under the config's thresholds; empty if it does not.
+
+    An untrained generator draws nearly the same blob from every seed, so it
+    reads as collapsed too until it learns distinct digits.
+    """
+    shares = report.generated.class_shares
+    top_class = max(range(len(shares)), key=shares.__getitem__)
+    reasons = []
+    if shares[top_class] > config.alert_max_class_share:
+        reasons.append(
+            f"{shares[top_class]:.1%} of {report.samples} generated digits are classified as class "
+            f"{top_class}, above alert_max_class_share {config.alert_max_class_share:g}"
+        )
+    diversity, floor = report.generated.diversity, report.floor.diversity
+    if diversity < config.alert_min_diversity_ratio * floor:
+        reasons.append(
+            f"pixel diversity {diversity:.3f} is below alert_min_diversity_ratio "
+            f"{config.alert_min_diversity_ratio:g} times the diversity of real digits, {floor:.3f}"
+        )
+    return reasons
+
+
+def _quality_row(report) -> dict[str, float | None]:
+    """Return the epochs.csv metric cells of a QualityReport, each to 6 significant digits."""
+    generated, floor = report.generated, report.floor
+    cells = {
+        "frechet_distance": generated.frechet_distance,
+        "frechet_floor": floor.frechet_distance,
+        "kid": generated.kid,
+        "kid_std_error": generated.kid_std_error,
+        "kid_floor": floor.kid,
+        "class_entropy_bits": generated.class_entropy_bits,
+        "class_entropy_floor": floor.class_entropy_bits,
+        "max_class_deviation": generated.max_class_deviation,
+        "confidence": generated.confidence,
+        "confidence_floor": floor.confidence,
+        "label_accuracy": generated.label_accuracy,
+        "diversity": generated.diversity,
+        "diversity_floor": floor.diversity,
+    }
+    for digit, share in enumerate(generated.class_shares):
+        cells[f"share_{digit}"] = share
+    # KID is often near 1e-4, where a fixed number of decimals would drop its digits.
+    return {name: None if value is None else float(f"{value:.6g}") for name, value in cells.items()}
 
 
 # errno values of a write that fails for lack of space or permission.
@@ -537,6 +791,10 @@ def train(
     signals_received: list[int] | None = None,
 ) -> str:
     """Train the run in ``run_dir`` to its last epoch or until SIGTERM; return the final state.
+
+    The state is ``finished``, ``stopped``, or ``diverged`` when a step's loss
+    was NaN or infinite; status.json's ``last_error`` then names the step and
+    the last good checkpoint.
 
     ``signals_received`` lists signals that a caller caught before this
     function could install its handlers, as the CLI does while TensorFlow

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import streamlit as st
 from streamlit.logger import get_logger
 
-from gan import dashboard, demo, generate
+from gan import dashboard, demo, generate, runs
 from gan.errors import InputError, format_value
 from pages import _shared
 
@@ -23,6 +24,10 @@ CHECKPOINT_QUERY = "checkpoint"
 APPLIED_QUERY_KEY = "generate_applied_query"
 # The exact downloadable files of the last grid and strip, for tests and reruns.
 GRID_PNG_KEY = "generate_grid_png"
+# A function that returns the .npz download of the last grid, in the order shown.
+GRID_NPZ_KEY = "generate_grid_npz"
+# The last grid's digits with their predicted classes, in the order shown.
+PREDICTIONS_KEY = "generate_predictions"
 STRIP_PNG_KEY = "generate_strip_png"
 # Bounds of the number inputs, against requests that would stall the server;
 # demo mode checks its own, lower limits with a message.
@@ -163,32 +168,39 @@ def choose_source(runs_dir: Path) -> dashboard.GeneratorSource | None:
         if requested[1] in by_query:
             st.session_state[checkpoint_key] = by_query[requested[1]].label
         else:
+            latest = dashboard.latest_source(sources)
             st.warning(
                 dashboard.escape_markdown(
                     f"The link asks for checkpoint {format_value(requested[1])} of run "
                     f"{format_value(requested[0])}, which it no longer has (it keeps the newest "
-                    f"checkpoints_kept); showing {sources[0].label} instead."
+                    f"checkpoints_kept and its best generator); showing {latest.label} instead."
                 )
             )
-            st.session_state[checkpoint_key] = sources[0].label
+            st.session_state[checkpoint_key] = latest.label
     if st.session_state.get(checkpoint_key) not in by_label:
         st.session_state[checkpoint_key] = sources[0].label
+    latest_label = dashboard.latest_source(sources).label
     label = checkpoint_column.selectbox(
         "Checkpoint",
         list(by_label),
         format_func=lambda label: (
-            f"{label} (latest)" if label == sources[0].label and len(sources) > 1 else label
+            f"{label} (latest)" if label == latest_label and len(sources) > 1 else label
         ),
         key=checkpoint_key,
-        help="Checkpoints the run keeps, newest first (checkpoints_kept sets how many).",
+        help="The run's best generator (lowest Frechet distance) when it has one, then the checkpoints "
+        "it keeps, newest first (checkpoints_kept sets how many).",
     )
     source = by_label[label]
     write_query(dashboard.run_query_name(chosen), dashboard.checkpoint_query_value(source))
     return source
 
 
-def render_grid(source, generator, num_classes: int | None, limits) -> float:
-    """Draw the grid settings, the grid, its downloads and its command; return the latent scale."""
+def render_grid(source, generator, num_classes: int | None, dataset: str | None, limits) -> float:
+    """Draw the grid settings, the grid, its downloads and its command; return the latent scale.
+
+    ``dataset`` names the shipped classifier that predicts each digit's class, or is None when no
+    classifier fits the generator's data.
+    """
     digit = None
     if num_classes is not None:
         digit = st.selectbox(
@@ -243,6 +255,7 @@ def render_grid(source, generator, num_classes: int | None, limits) -> float:
         "less varied digits.",
     )
     latent_scale = round(float(latent_scale), 4)
+    show_predictions, sort_by_confidence = prediction_options(source, dataset)
     request = generate.GridRequest(
         seed=int(seed), count=int(count), columns=int(columns), latent_scale=latent_scale, digit=digit
     )
@@ -253,18 +266,49 @@ def render_grid(source, generator, num_classes: int | None, limits) -> float:
         result = generate.make_grid(generator, request)
     except InputError as error:
         st.error(dashboard.escape_markdown(error))
-        st.session_state.pop(GRID_PNG_KEY, None)
+        for key in (GRID_PNG_KEY, GRID_NPZ_KEY, PREDICTIONS_KEY):
+            st.session_state.pop(key, None)
         return latent_scale
+
+    predictions = None
+    if dataset is not None and (show_predictions or sort_by_confidence):
+        try:
+            predictions = dashboard.predict_digits(result.images, dataset)
+        except InputError as error:
+            st.warning(dashboard.escape_markdown(error))
+    if predictions is not None and sort_by_confidence:
+        order = dashboard.confidence_order(predictions.confidences)
+        result = dashboard.reorder_result(result, order, request.columns)
+        predictions = dashboard.DigitPredictions(predictions.classes[order], predictions.confidences[order])
 
     grid_png = generate.png_bytes(result.grid)
     st.session_state[GRID_PNG_KEY] = grid_png
-    last_seed = result.seeds[-1]
-    st.image(
-        generate.png_bytes(result.grid, dashboard.display_scale(result.grid.shape[1])),
-        caption=f"{len(result.images)} digits from seeds {request.seed} to {last_seed}",
-        # PNG, so the page shows the pixels of the download; "auto" may re-encode the grid as JPEG.
-        output_format="PNG",
-    )
+    last_seed = request.seed + len(result.images) - 1
+    caption = f"{len(result.images)} digits from seeds {request.seed} to {last_seed}"
+    if predictions is not None:
+        captioned_predictions = predictions if show_predictions else None
+        annotated = dashboard.annotated_grid(
+            result.images, dashboard.digit_captions(result.seeds, captioned_predictions), request.columns
+        )
+        if sort_by_confidence:
+            caption += ", sorted by the classifier's confidence, highest first"
+        st.image(generate.png_bytes(annotated), caption=caption, output_format="PNG")
+        frame = dashboard.predictions_frame(result.seeds, predictions, result.labels)
+        st.session_state[PREDICTIONS_KEY] = frame
+        with st.expander(f"Predicted class and confidence of each digit ({dataset} classifier)"):
+            st.dataframe(
+                frame,
+                hide_index=True,
+                column_config={"confidence": st.column_config.NumberColumn(format="%.3f")},
+            )
+    else:
+        st.session_state.pop(PREDICTIONS_KEY, None)
+        st.image(
+            generate.png_bytes(result.grid, dashboard.display_scale(result.grid.shape[1])),
+            caption=caption,
+            # PNG, so the page shows the pixels of the download; "auto" may re-encode the grid as JPEG.
+            output_format="PNG",
+        )
     png_column, npz_column = st.columns(2)
     png_column.download_button(
         "Download the grid as PNG",
@@ -274,17 +318,81 @@ def render_grid(source, generator, num_classes: int | None, limits) -> float:
         on_click="ignore",
         help="The grid at its real size, one pixel per generated pixel.",
     )
+    npz_data = functools.partial(generate.npz_bytes, result.images, result.seeds, result.labels)
+    st.session_state[GRID_NPZ_KEY] = npz_data
     npz_column.download_button(
         "Download the images as .npz",
-        data=lambda: generate.npz_bytes(result.images, result.seeds, result.labels),
+        data=npz_data,
         file_name="digits.npz",
         mime="application/octet-stream",
         on_click="ignore",
         help="Arrays: images (uint8, N x 28 x 28), seeds, and labels for a conditional generator.",
     )
-    st.caption("The same grid from a shell:")
+    if predictions is not None and sort_by_confidence:
+        st.caption("The same digits from a shell, in seed order (the command does not sort them):")
+    else:
+        st.caption("The same grid from a shell:")
     st.code(dashboard.generate_command(source, request, "digits.png"), language="bash", wrap_lines=True)
     return latent_scale
+
+
+def prediction_options(source, dataset: str | None) -> tuple[bool, bool]:
+    """Draw the predicted class options; return (show predictions, sort by confidence)."""
+    show_column, sort_column = st.columns(2)
+    show = show_column.checkbox(
+        "Show predicted class and confidence",
+        key="generate_show_predictions",
+        disabled=dataset is None,
+        help="Under each digit: the class the shipped classifier predicts, its probability, and the "
+        "digit's seed. The PNG download stays the plain grid.",
+    )
+    sort = sort_column.checkbox(
+        "Sort by confidence",
+        key="generate_sort_by_confidence",
+        disabled=dataset is None,
+        help="Order the digits by the classifier's confidence, highest first, with each digit's seed "
+        "under it, so weak samples end up last. The downloads follow this order.",
+    )
+    if dataset is None:
+        try:
+            trained_on = (
+                f"this generator was trained on {format_value(runs.load_config(source.run_dir).data)}"
+            )
+        except InputError:
+            trained_on = "this run's config.json does not say which data it was trained on"
+        st.caption(
+            dashboard.escape_markdown(
+                f"No predicted classes: shipped classifiers exist for mnist and fashion_mnist only, and "
+                f"{trained_on}."
+            )
+        )
+        return False, False
+    return show, sort
+
+
+def render_pretrained_metrics() -> None:
+    """Show the sample quality of the shipped generator from its metrics.json, with the real-data floors."""
+    path = dashboard.pretrained_metrics_path()
+    with st.expander("Sample quality of the shipped generator", expanded=True):
+        try:
+            report = dashboard.read_quality_report(path)
+        except InputError as error:
+            st.info(dashboard.escape_markdown(error))
+            return
+        st.table(dashboard.quality_report_frame(report))
+        samples, seed = report.get("samples"), report.get("seed")
+        seeds = (
+            f" (seeds {seed} to {seed + samples - 1})"
+            if isinstance(samples, int) and isinstance(seed, int)
+            else ""
+        )
+        st.caption(
+            dashboard.escape_markdown(
+                f"From {dashboard.shell_path(path)}: {samples} generated digits{seeds} against {samples} "
+                f"real {report.get('dataset')} test images. The real-data floor is the same metric for as "
+                "many real training images, what a perfect generator scores."
+            )
+        )
 
 
 def render_interpolation(source, generator, num_classes: int | None, latent_scale: float, limits) -> None:
@@ -404,6 +512,8 @@ except InputError as error:
     st.error(dashboard.escape_markdown(error))
     st.stop()
 num_classes = generate.num_classes_of(generator)
+if source.run_dir is None:
+    render_pretrained_metrics()
 
-latent_scale = render_grid(source, generator, num_classes, limits)
+latent_scale = render_grid(source, generator, num_classes, dashboard.classifier_dataset(source), limits)
 render_interpolation(source, generator, num_classes, latent_scale, limits)

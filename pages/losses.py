@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from gan import dashboard, history, names, runs
+from gan import dashboard, history, metrics, names, runs
+from gan.errors import InputError
 from gan.generate import png_bytes
 from pages import _charts, _shared
 
@@ -18,6 +20,13 @@ SMOOTHING_KEY = "losses_smoothing"
 # TensorBoard's default smoothing weight.
 DEFAULT_SMOOTHING = 0.6
 SAMPLES_REFRESH_SECONDS = 5.0
+# Alerts shown as messages; the rest are in the table below them.
+SHOWN_ALERTS = 3
+ALERT_KIND_LABELS = {
+    "diverged": "Diverged",
+    "discriminator_wins": "Discriminator wins",
+    "mode_collapse": "Mode collapse",
+}
 
 
 def tracked_history(run_dir: Path, file_name: str, key: str) -> history.CsvHistory:
@@ -101,6 +110,96 @@ def render_histories(run_dirs: list[Path], labels: dict[str, str], smoothing: fl
         rate_column.altair_chart(
             _charts.epoch_chart(per_epoch, "images_per_second", "Images per second", "images/s")
         )
+    render_quality(run_dirs[0], epochs)
+
+
+def render_quality(run_dir: Path, epochs: dict) -> None:
+    """Draw the sample-quality metrics of epochs.csv against epoch, and the latest class coverage."""
+    st.header("Sample quality")
+    if not any(history.has_quality_columns(frame) for frame in epochs.values()):
+        st.info(
+            f"No sample-quality metrics: {runs.EPOCHS_FILE} of this run has no metric columns, because "
+            "the run was recorded before the trainer evaluated generators. Score its generator with "
+            f"`python -m gan evaluate --run-dir {dashboard.shell_path(run_dir)}`."
+        )
+        return
+    drawn = 0
+    for metric in history.QUALITY_METRICS:
+        points = history.quality_points(epochs, metric)
+        if points.empty:
+            continue
+        floors = history.quality_floors(epochs, metric)
+        if drawn % 2 == 0:
+            column_pair = st.columns(2)
+        column = column_pair[drawn % 2]
+        column.altair_chart(_charts.quality_chart(points, floors, metric))
+        floor_note = (
+            "The dashed rule is the real-data floor at the latest evaluation: the same metric for as many "
+            "real training images, what a perfect generator scores."
+            if not floors.empty
+            else ""
+        )
+        column.caption(f"{metric.hint} {floor_note}".strip())
+        drawn += 1
+    if drawn == 0:
+        st.info(
+            "No evaluation yet: the trainer scores the generator with the shipped classifier after every "
+            "eval_every_epochs epochs (0 turns the metrics off); epochs without one are gaps in the charts."
+        )
+        return
+    coverage = history.class_coverage_frame(epochs)
+    if coverage.empty:
+        return
+    real_shares, real_note = real_class_shares(run_dir)
+    st.altair_chart(_charts.coverage_chart(coverage, real_shares))
+    st.caption(
+        "Share of the generated digits that the classifier assigns to each class at each run's latest "
+        f"evaluation (epoch {', '.join(str(epoch) for epoch in coverage['epoch'].unique())}). {real_note}"
+    )
+
+
+def real_class_shares(run_dir: Path) -> tuple[pd.DataFrame, str]:
+    """Return the class shares to draw beside the coverage bars, and a caption saying what they are."""
+    try:
+        dataset = metrics.dataset_of_source(runs.load_config(run_dir).data)
+    except InputError:
+        dataset = None
+    shares = history.real_class_shares(dataset) if dataset else None
+    if shares is None:
+        shares = np.full(10, 0.1)
+        note = (
+            "Black ticks: equal shares of 0.1, because the real class shares of this run's data are unknown."
+        )
+    else:
+        note = f"Black ticks: the class shares of the real {dataset} test images."
+    return pd.DataFrame({"digit": np.arange(len(shares)), "share": shares}), note
+
+
+@st.fragment(run_every=_shared.REFRESH_SECONDS)
+def render_alerts(run_dir: Path) -> None:
+    """Show the run's diverged state and its alerts.csv rows, newest first."""
+    status = runs.read_status(run_dir)
+    if status.get("state") == "diverged":
+        reason = str(status.get("last_error") or "its losses became NaN or infinite").rstrip(".")
+        st.error(
+            dashboard.escape_markdown(
+                f"Run {run_dir.name} diverged: {reason}. It can resume from its last checkpoint on the "
+                "Train page, usually after lowering the learning rates."
+            )
+        )
+    alerts, warnings = history.read_alerts(run_dir)
+    for warning in warnings:
+        st.warning(dashboard.escape_markdown(warning))
+    for alert in alerts[:SHOWN_ALERTS]:
+        kind = ALERT_KIND_LABELS.get(alert.kind, alert.kind)
+        text = dashboard.escape_markdown(f"{kind} at step {alert.step}, epoch {alert.epoch}: {alert.message}")
+        if alert.kind == "diverged":
+            st.error(text)
+        else:
+            st.warning(text)
+    if alerts:
+        with st.expander(f"All {len(alerts)} alerts of run {run_dir.name}, newest first"):
+            st.dataframe(history.alerts_frame(alerts), hide_index=True)
 
 
 def render_csv_downloads(run_dirs: list[Path], labels: dict[str, str]) -> None:
@@ -300,6 +399,7 @@ smoothing = smoothing_column.slider(
 )
 
 shown_runs = [run_dir, *map(Path, compared)]
+render_alerts(run_dir)
 render_histories(shown_runs, labels, smoothing)
 render_csv_downloads(shown_runs, labels)
 render_samples(run_dir)

@@ -246,13 +246,13 @@ def render_run(run_dir: Path, runs_dir: Path, limits: demo.DemoLimits | None) ->
     eta = dashboard.format_duration(info.eta_seconds) if info.state == "running" else ""
     eta_column.metric("ETA", eta or "–")
 
-    if info.state in ("failed", "crashed") and info.last_error:
+    if info.state in ("failed", "crashed", "diverged") and info.last_error:
         st.error(dashboard.escape_markdown(f"Last error: {info.last_error}"))
     elif info.state == "crashed":
         st.warning(
             "The trainer process is gone (killed or crashed). Resume continues from the last checkpoint."
         )
-    shown_error = info.last_error if info.state in ("failed", "crashed") else None
+    shown_error = info.last_error if info.state in ("failed", "crashed", "diverged") else None
     for warning in info.warnings:
         if warning != shown_error:
             st.warning(dashboard.escape_markdown(warning))

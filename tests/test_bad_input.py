@@ -114,6 +114,18 @@ def integer_flag_cases():
             yield name, text, [flag(name), "an integer such as"]
 
 
+FLOAT_FIELDS = (
+    "generator_lr",
+    "discriminator_lr",
+    "beta_1",
+    "beta_2",
+    "checkpoint_every_minutes",
+    "alert_d_loss_below",
+    "alert_max_class_share",
+    "alert_min_diversity_ratio",
+)
+
+
 def float_flag_cases():
     for name in ("generator_lr", "discriminator_lr", "checkpoint_every_minutes"):
         for text, shown in (("nan", "nan"), ("inf", "inf"), ("-inf", "-inf"), ("1e999", "inf"), ("0", "0")):
@@ -124,7 +136,11 @@ def float_flag_cases():
         for text, shown in (("nan", "nan"), ("inf", "inf"), ("-inf", "-inf"), ("1e999", "inf"), ("1", "1.0")):
             yield name, text, [name, shown, "must be in [0, 1)", "the default is"]
         yield name, "-0.5", [name, "-0.5", "must be in [0, 1)"]
-    for name in ("generator_lr", "discriminator_lr", "beta_1", "beta_2", "checkpoint_every_minutes"):
+    for name in ("alert_d_loss_below", "alert_max_class_share", "alert_min_diversity_ratio"):
+        for text, shown in (("nan", "nan"), ("inf", "inf"), ("-inf", "-inf"), ("1e999", "inf"), ("-1", "-1")):
+            yield name, text, [name, shown, "must be a number from 0 to", "the default is"]
+        yield name, "1e30", [name, "1e+30", "must be a number from 0 to"]
+    for name in FLOAT_FIELDS:
         for text in ("abc", "", LONG):
             yield name, text, [flag(name), "a number such as"]
 
@@ -588,7 +604,7 @@ def test_cli_rejects_bad_data_files(tmp_path, capsys, no_training):
 # Pages ----------------------------------------------------------------------------------------------
 
 
-FORM_TEXT_FIELDS = ("generator_lr", "discriminator_lr", "beta_1", "beta_2", "checkpoint_every_minutes")
+FORM_TEXT_FIELDS = FLOAT_FIELDS
 FORM_INT_FIELDS = [name for name in INT_RANGES if name != "max_images"]
 
 

@@ -149,3 +149,12 @@ def test_three_pages_and_generated_grid(app, browser_page):
     assert new_sources[0] != first_sources[0], "another seed shows the same grid"
     assert "seed=5" in page.url
     assert _screenshot(page, "generate-seed-5").stat().st_size > 0
+
+    # The grid captioned with the classifier's predictions.
+    page.get_by_text("Show predicted class and confidence").click()
+    page.get_by_text("Predicted class and confidence of each digit").wait_for()
+    captioned_sources = _main_image_sources(page)
+    assert captioned_sources
+    assert captioned_sources[0] != new_sources[0], "the grid shows no predictions"
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert _screenshot(page, "generate-predictions").stat().st_size > 0

@@ -10,7 +10,7 @@ from gan import demo, runs
 from gan.config import TrainConfig
 from gan.errors import InputError
 
-SMALL = {"data": "mnist", "max_images": 256, "epochs": 2, "batch_size": 32}
+SMALL = {"data": "mnist", "max_images": 256, "epochs": 2, "batch_size": 32, "eval_every_epochs": 0}
 
 
 def make_run(runs_dir, name: str, state: str | None = None):

@@ -40,6 +40,7 @@ FAST = {
     "sample_count": 16,
     "log_every_steps": 2,
     "checkpoint_every_steps": 4,
+    "eval_every_epochs": 0,  # the quality metrics add seconds per epoch
 }
 
 

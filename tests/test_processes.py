@@ -39,6 +39,7 @@ SMALL_RUN = {
     "sample_count": 16,
     "log_every_steps": 10,
     "checkpoint_every_steps": 50,
+    "eval_every_epochs": 0,  # the quality metrics add seconds per epoch
 }
 STEPS_PER_EPOCH = 200
 

@@ -35,6 +35,7 @@ SMALL = {
     "log_every_steps": 1,
     "checkpoint_every_steps": 4,
     "checkpoints_kept": 2,
+    "eval_every_epochs": 0,  # the quality metrics add seconds per epoch
 }
 # Over the status, history, sample and log files of a small run; under its checkpoint data.
 FILE_SIZE_LIMIT = 64 * 1024

@@ -34,6 +34,7 @@ def tiny_config(**changes) -> TrainConfig:
         log_every_steps=2,
         checkpoint_every_steps=5,
         checkpoints_kept=2,
+        eval_every_epochs=0,  # tests/test_quality_training.py covers the quality metrics
     )
     values.update(changes)
     return TrainConfig(**values)
