@@ -8,6 +8,7 @@ subcommands that need it, so ``--help`` prints at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -247,7 +248,7 @@ def _add_generate(commands) -> None:
         type=_path,
         required=True,
         metavar="FILE.png",
-        help="PNG file to write",
+        help="PNG file to write, or a .gif with --interpolate-to for an animation of the steps",
     )
     generate.add_argument(
         "--npz",
@@ -581,7 +582,10 @@ def cmd_generate(args) -> int:
         result = generate.make_interpolation(generator, request, args.interpolate_to, args.steps)
     else:
         result = generate.make_grid(generator, request)
-    generate.save_png(result.grid, args.output)
+    if args.output.suffix.lower() == ".gif":
+        runs.write_atomic(args.output, generate.gif_bytes(list(result.images)))
+    else:
+        generate.save_png(result.grid, args.output)
     if args.npz:
         args.npz.parent.mkdir(parents=True, exist_ok=True)
         args.npz.write_bytes(generate.npz_bytes(result.images, result.seeds, result.labels))
@@ -632,6 +636,15 @@ def _check_generate_options(args) -> None:
     for flag, path in (("--output", args.output), ("--npz", args.npz)):
         if path is not None:
             _check_output_path(flag, path)
+    suffix = args.output.suffix.lower()
+    if suffix not in (".png", ".gif"):
+        raise UsageError(
+            f"--output {format_value(str(args.output))} must end in .png, or .gif for an interpolation."
+        )
+    if suffix == ".gif" and args.interpolate_to is None:
+        raise UsageError(
+            "--output .gif animates an interpolation: add --interpolate-to SEED, or write the grid as .png."
+        )
 
 
 def _check_output_path(flag: str, path: Path) -> None:
@@ -755,6 +768,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of stdout has gone (`| head`); drop the rest of the output quietly.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
     except (RunLockedError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -685,3 +685,31 @@ def test_foreground_progress_bar_on_terminal(mnist_path, tmp_path):
     assert bars, text[-2000:]
     assert bars[-1] == ("#" * 30, "3", "120")
     assert "finished" in process.stdout.read().decode()
+
+
+def test_generate_gif_animates_interpolation(reference_run, tmp_path, capsys):
+    from gan import cli
+
+    output = tmp_path / "walk.gif"
+    argv = ["generate", "--run-dir", str(reference_run), "--seed", "3", "--interpolate-to", "9"]
+    assert cli.main([*argv, "--steps", "6", "--output", str(output)]) == 0
+    with Image.open(output) as animation:
+        assert animation.format == "GIF"
+        assert animation.n_frames == 6
+    # A grid is one picture, and other endings are not image formats the command writes.
+    for wrong in (["--seed", "3", "--output", str(tmp_path / "grid.gif")], [*argv[3:], "--output", "x.jpg"]):
+        assert cli.main(["generate", "--run-dir", str(reference_run), *wrong]) == 2
+        assert "--output" in capsys.readouterr().err
+    assert not (tmp_path / "grid.gif").exists()
+
+
+def test_output_to_closed_pipe_exits_quietly(tmp_path, monkeypatch, capsys):
+    from gan import cli
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert cli.main(["list", "--runs-dir", str(tmp_path), "--json"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
