@@ -367,7 +367,7 @@ def test_demo_limits_hold_under_burst(demo_root):
     assert len(generator.batch_sizes) == at_limit * calls_per_request
     burst_calls = len(generator.batch_sizes)
 
-    # The app still answers: a fresh session renders each page.
+    # The app keeps responding: a fresh session renders each page.
     for page in ("pages/train.py", "pages/losses.py", "pages/generate.py"):
         fresh = open_page(page)
         assert any("Demo mode" in text for text in messages(fresh, "info")), page

@@ -87,7 +87,7 @@ def run_with_limit(processes: Processes, run_dir: Path, limit: int) -> tuple[int
 # A full disk --------------------------------------------------------------------------------
 
 
-def test_full_disk_stops_with_error_keeps_checkpoint_and_resumes(processes, tmp_path):
+def test_full_disk_keeps_checkpoint(processes, tmp_path):
     run_dir = tmp_path / "runs" / "full"
     # A first trainer dies after step 6, with the checkpoint of step 4 complete.
     killed_run(processes, run_dir, "step:6:1")
@@ -101,10 +101,12 @@ def test_full_disk_stops_with_error_keeps_checkpoint_and_resumes(processes, tmp_
     assert returncode == 1, output
     assert "Traceback" not in output
     error_line = next(line for line in output.splitlines() if line.startswith("error:"))
-    assert "could not write checkpoint" in error_line and "ckpt-8" in error_line, error_line
+    assert "could not write checkpoint" in error_line, error_line
+    assert "ckpt-8" in error_line, error_line
     assert "File too large" in error_line, error_line
     assert "checkpoint ckpt-4 is intact" in error_line, error_line
-    assert "Free disk space" in error_line and "resume" in error_line, error_line
+    assert "Free disk space" in error_line, error_line
+    assert "resume" in error_line, error_line
     status = runs.read_status(run_dir)
     assert status["state"] == "failed"
     assert "could not write checkpoint" in status["last_error"]
@@ -138,9 +140,11 @@ def test_full_disk_during_history_append_is_reported(processes, tmp_path):
     assert "Traceback" not in output
     error_line = next(line for line in output.splitlines() if line.startswith("error:"))
     assert f"could not write {run_dir / runs.METRICS_FILE}" in error_line, error_line
-    assert "File too large" in error_line and "resume the run" in error_line, error_line
+    assert "File too large" in error_line, error_line
+    assert "resume the run" in error_line, error_line
     status = runs.read_status(run_dir)
-    assert status["state"] == "failed" and "File too large" in status["last_error"]
+    assert status["state"] == "failed"
+    assert "File too large" in status["last_error"]
     assert snapshot(checkpoint_dir) == before
 
     final = processes.start("train", "--run-dir", run_dir, "--resume", name="final")
@@ -159,7 +163,7 @@ def trainer_starts(run_dir: Path) -> int:
     return (run_dir / runs.LOG_FILE).read_text().count("strategy: ")
 
 
-def test_two_processes_create_and_launch_same_run_at_once(processes, tmp_path):
+def test_simultaneous_create_starts_one(processes, tmp_path):
     run_dir = tmp_path / "runs" / "raced"
     args = ("train", "--run-dir", run_dir, "--detach", *train_flags(SMALL))
     first = processes.start(*args, name="first")
@@ -167,7 +171,8 @@ def test_two_processes_create_and_launch_same_run_at_once(processes, tmp_path):
     codes = sorted([processes.wait(first), processes.wait(second)])
     assert codes == [0, 2], [processes.output(first), processes.output(second)]
     loser = first if first.returncode == 2 else second
-    assert "error:" in processes.output(loser) and "Traceback" not in processes.output(loser)
+    assert "error:" in processes.output(loser)
+    assert "Traceback" not in processes.output(loser)
 
     status = runs.read_status(run_dir)
     processes.detached.append((status["pid"], run_dir))
@@ -195,7 +200,7 @@ def test_two_processes_resume_same_run_at_once(processes, tmp_path):
 def test_stale_lock_of_killed_trainer_never_blocks_resume(processes, tmp_path):
     run_dir = tmp_path / "runs" / "stale"
     pid = killed_run(processes, run_dir, "step:5:1")
-    # The killed trainer's lock file stays, naming its pid, and its status still says running.
+    # The killed trainer's lock file stays with its pid, and its status.json still reads running.
     lock = run_dir / runs.LOCK_FILE
     assert lock.read_text().strip() == str(pid)
     assert runs.read_json(run_dir / runs.STATUS_FILE)["state"] == "running"
@@ -207,28 +212,35 @@ def test_stale_lock_of_killed_trainer_never_blocks_resume(processes, tmp_path):
     assert runs.read_status(run_dir)["state"] == "finished"
 
 
-def test_two_app_sessions_launch_same_run_at_once(runs_dir):
-    sessions = [open_page("pages/train.py") for _ in range(2)]
+def run_together(sessions: list, action) -> None:
+    """Run ``action`` on every AppTest session at the same moment, each in its own thread."""
     barrier = threading.Barrier(len(sessions))
     failures = []
 
-    def submit(at):
+    def act(at):
         try:
             barrier.wait(timeout=30)
-            submit_train_form(at, "both-tabs", **{**FAST, "epochs": 50})
-        except Exception as error:  # reported below, with the session it came from
+            action(at)
+        except Exception as error:  # collected, so the test fails with every session's error
             failures.append(error)
 
-    threads = [threading.Thread(target=submit, args=(at,)) for at in sessions]
+    threads = [threading.Thread(target=act, args=(at,)) for at in sessions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert failures == []
+
+
+def test_two_app_sessions_launch_same_run_at_once(runs_dir):
+    sessions = [open_page("pages/train.py") for _ in range(2)]
+    run_together(sessions, lambda at: submit_train_form(at, "both-tabs", **{**FAST, "epochs": 50}))
     run_dir = runs_dir / "both-tabs"
     started = [at for at in sessions if any("Started run" in t for t in messages(at, "success"))]
     rejected = [at for at in sessions if messages(at, "error")]
-    assert len(started) == 1 and len(rejected) == 1, [messages(at, "error") for at in sessions]
+    errors = [messages(at, "error") for at in sessions]
+    assert len(started) == 1, errors
+    assert len(rejected) == 1, errors
     assert any("both-tabs" in text for text in messages(rejected[0], "error"))
 
     wait_for_state(run_dir, ("running",))
@@ -237,27 +249,12 @@ def test_two_app_sessions_launch_same_run_at_once(runs_dir):
     assert runs.read_status(run_dir)["state"] == "stopped"
     for at in sessions:
         at.run()
-    barrier.reset()
-    failures.clear()
-    pressed = []
-
-    def resume(at):
-        try:
-            barrier.wait(timeout=30)
-            at.button(key="resume_run").click().run(timeout=60)
-            pressed.append(at)
-        except Exception as error:
-            failures.append(error)
-
-    threads = [threading.Thread(target=resume, args=(at,)) for at in sessions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert failures == [] and len(pressed) == 2
+    run_together(sessions, lambda at: at.button(key="resume_run").click().run(timeout=60))
     resumed = [at for at in sessions if any("Resumed run both-tabs" in text for text in messages(at, "info"))]
-    refused = [at for at in sessions if any("is already" in text for text in messages(at, "error"))]
-    assert len(resumed) == 1 and len(refused) == 1, [messages(at, "error") for at in sessions]
+    rejected = [at for at in sessions if any("is already" in text for text in messages(at, "error"))]
+    errors = [messages(at, "error") for at in sessions]
+    assert len(resumed) == 1, errors
+    assert len(rejected) == 1, errors
     wait_for_state(run_dir, ("running", "finished"))
     stop_trainer(run_dir)
     assert trainer_starts(run_dir) == 2
@@ -272,7 +269,8 @@ def test_sigint_stops_after_step_with_checkpoint(processes, tmp_path):
     trainer = processes.start("train", "--run-dir", run_dir, *train_flags(settings), name="trainer")
     deadline = time.monotonic() + TRAINER_TIMEOUT
     while trained_steps(run_dir) < 15:
-        assert trainer.poll() is None and time.monotonic() < deadline, processes.output(trainer)
+        assert trainer.poll() is None, processes.output(trainer)
+        assert time.monotonic() < deadline, processes.output(trainer)
         time.sleep(0.05)
     trainer.send_signal(signal.SIGINT)
     assert processes.wait(trainer) == 0, processes.output(trainer)
@@ -326,7 +324,8 @@ def test_trainer_outlives_its_app_process(runs_dir, mnist_path, tmp_path):
     try:
         deadline = time.monotonic() + TRAINER_TIMEOUT
         while not launched.exists():
-            assert app.poll() is None and time.monotonic() < deadline, output.read_text()
+            assert app.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.2)
         run_dir = runs_dir / "orphan"
         wait_for_state(run_dir, ("running",))
@@ -341,7 +340,7 @@ def test_trainer_outlives_its_app_process(runs_dir, mnist_path, tmp_path):
         assert runs.read_status(run_dir)["pid"] == trainer_pid
         os.kill(trainer_pid, 0)  # still alive
 
-        # A new app process sees it running and can stop it.
+        # A new app session shows the run as running and stops it.
         at = open_page("pages/train.py", run=str(run_dir))
         assert any(metric.value == "running" for metric in at.metric)
         at.button(key="stop_run").click().run()
