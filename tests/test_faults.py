@@ -8,6 +8,11 @@ a step. The next process resumes the run. The test checks each resume
 against the checkpoints on disk at the kill, and the finished run against
 the files an uninterrupted run writes. The kill points and the steps lost at
 each are written to test-output/reliability/kills.json.
+
+Importing TensorFlow takes most of a small trainer's life, so each process
+is started while its predecessor trains: it imports ``gan.cli``, then waits
+for its command line and environment on stdin and runs ``gan.cli.main``, the
+function behind ``python -m gan``. It touches nothing before that line.
 """
 
 import csv
@@ -16,6 +21,8 @@ import json
 import re
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +144,46 @@ def wait_for_step(process: subprocess.Popen, output: Path, run_dir: Path, step: 
         time.sleep(0.005)
 
 
+WAITING_TRAINER = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+
+    import gan.cli
+    import gan.train  # noqa: F401  (the seconds of TensorFlow and Keras imports, spent early)
+
+    order = json.loads(sys.stdin.readline())
+    os.environ.update(order["env"])
+    sys.exit(gan.cli.main(order["argv"]))
+    """
+)
+
+
+def start_waiting(chain: Processes, name: str) -> subprocess.Popen:
+    """Start a trainer process that imports the package, then waits for its order on stdin."""
+    output = chain.work_dir / f"{name}.out"
+    with open(output, "wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WAITING_TRAINER],
+            stdin=subprocess.PIPE,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=chain.work_dir,
+            env=chain.env,
+        )
+    chain.started.append(process)
+    chain.output_files[process.pid] = output
+    return process
+
+
+def order(process: subprocess.Popen, argv: list, fault: str | None = None) -> None:
+    """Give a waiting trainer its command line (as after ``python -m gan``) and GAN_FAULT."""
+    env = {faults.FAULT_VARIABLE: fault} if fault else {}
+    process.stdin.write(json.dumps({"argv": [str(arg) for arg in argv], "env": env}).encode() + b"\n")
+    process.stdin.close()
+
+
 @pytest.fixture
 def chain(mnist_path, tmp_path):
     manager = Processes(make_env(mnist_path, tmp_path / "runs"), tmp_path)
@@ -148,14 +195,14 @@ def test_twenty_kills_then_resume_finishes_the_run(chain, tmp_path):
     run_dir = tmp_path / "runs" / "killed"
     report = []
     start = Resumed(0, 0)  # where the next process resumes: the newest complete checkpoint
+    waiting = start_waiting(chain, "kill-01")
     for number, kill in enumerate(KILLS, start=1):
         args = ["train", "--run-dir", run_dir]
         args += ["--resume"] if number > 1 else train_flags(KILL_RUN)
         fault = kill.fault_for(start)
-        if fault:
-            chain.env[faults.FAULT_VARIABLE] = fault
-        process = chain.start(*args, name=f"kill-{number:02d}")
-        chain.env.pop(faults.FAULT_VARIABLE, None)
+        process = waiting
+        order(process, args, fault)
+        waiting = start_waiting(chain, f"kill-{number + 1:02d}" if number < len(KILLS) else "final")
         if kill.after_steps is not None:
             fault = f"SIGKILL from the test at step {start.step + kill.after_steps} or later"
             wait_for_step(process, chain.output_files[process.pid], run_dir, start.step + kill.after_steps)
@@ -188,7 +235,8 @@ def test_twenty_kills_then_resume_finishes_the_run(chain, tmp_path):
         start = following
 
     # The last process resumes and finishes the run.
-    final = chain.start("train", "--run-dir", run_dir, "--resume", name="final")
+    final = waiting
+    order(final, ["train", "--run-dir", run_dir, "--resume"])
     assert chain.wait(final) == 0, chain.output(final)
     assert resumed_from(chain.output(final)) == start
     check_finished_run(run_dir)

@@ -7,6 +7,7 @@ fails with EFBIG, as a write to a full disk fails with ENOSPC.
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,30 @@ def killed_run(processes: Processes, run_dir: Path, fault: str, settings: dict |
     return first.pid
 
 
+@pytest.fixture(scope="module")
+def killed_at_step_9(mnist_path, tmp_path_factory) -> tuple[Path, int]:
+    """A SMALL run whose trainer died by SIGKILL after step 9, and that trainer's pid.
+
+    Its complete checkpoints are those of steps 4 and 8. Tests take copies,
+    so one killed trainer serves them all.
+    """
+    work_dir = tmp_path_factory.mktemp("killed")
+    manager = Processes(make_env(mnist_path, work_dir / "runs"), work_dir)
+    run_dir = work_dir / "runs" / "killed"
+    try:
+        pid = killed_run(manager, run_dir, "step:9:1")
+    finally:
+        manager.kill_leftovers()
+    assert [info.step for info in list_checkpoints(run_dir / runs.CHECKPOINTS_DIR)] == [4, 8]
+    assert trained_steps(run_dir) == 9
+    return run_dir, pid
+
+
+def copy_run(source: Path, run_dir: Path) -> Path:
+    shutil.copytree(source, run_dir, symlinks=True)
+    return run_dir
+
+
 def run_with_limit(processes: Processes, run_dir: Path, limit: int) -> tuple[int, str]:
     """Resume ``run_dir`` in a trainer that cannot write a file over ``limit`` bytes; return code and output.
 
@@ -87,24 +112,21 @@ def run_with_limit(processes: Processes, run_dir: Path, limit: int) -> tuple[int
 # A full disk --------------------------------------------------------------------------------
 
 
-def test_full_disk_keeps_checkpoint(processes, tmp_path):
-    run_dir = tmp_path / "runs" / "full"
-    # A first trainer dies after step 6, with the checkpoint of step 4 complete.
-    killed_run(processes, run_dir, "step:6:1")
+def test_full_disk_keeps_checkpoint(processes, tmp_path, killed_at_step_9):
+    run_dir = copy_run(killed_at_step_9[0], tmp_path / "runs" / "full")
     checkpoint_dir = run_dir / runs.CHECKPOINTS_DIR
-    assert [info.step for info in list_checkpoints(checkpoint_dir)] == [4]
     before = snapshot(checkpoint_dir)
     assert max(len(data) for data in before.values()) > FILE_SIZE_LIMIT
 
-    # The resumed trainer cannot write its next checkpoint (step 8).
+    # The resumed trainer cannot write its next checkpoint, at the end of epoch 1 (step 10).
     returncode, output = run_with_limit(processes, run_dir, FILE_SIZE_LIMIT)
     assert returncode == 1, output
     assert "Traceback" not in output
     error_line = next(line for line in output.splitlines() if line.startswith("error:"))
     assert "could not write checkpoint" in error_line, error_line
-    assert "ckpt-8" in error_line, error_line
+    assert "ckpt-10" in error_line, error_line
     assert "File too large" in error_line, error_line
-    assert "checkpoint ckpt-4 is intact" in error_line, error_line
+    assert "checkpoint ckpt-8 is intact" in error_line, error_line
     assert "Free disk space" in error_line, error_line
     assert "resume" in error_line, error_line
     status = runs.read_status(run_dir)
@@ -112,15 +134,15 @@ def test_full_disk_keeps_checkpoint(processes, tmp_path):
     assert "could not write checkpoint" in status["last_error"]
     assert "could not write checkpoint" in (run_dir / runs.LOG_FILE).read_text()
 
-    # The previous checkpoint is untouched and the failed one left nothing behind.
+    # The previous checkpoints are untouched and the failed one left nothing behind.
     assert snapshot(checkpoint_dir) == before
-    assert trained_steps(run_dir) == 8
+    assert trained_steps(run_dir) == 10
     assert list(run_dir.rglob(".*tmp*")) == []
 
-    # Space is back: the run resumes from step 4 and finishes.
+    # Space is back: the run resumes from step 8 and finishes.
     final = processes.start("train", "--run-dir", run_dir, "--resume", name="final")
     assert processes.wait(final) == 0, processes.output(final)
-    assert resumed_from(processes.output(final)).step == 4
+    assert resumed_from(processes.output(final)).step == 8
     status = runs.read_status(run_dir)
     assert (status["state"], status["step"]) == ("finished", 20)
     assert [info.step for info in list_checkpoints(checkpoint_dir)] == [18, 20]
@@ -181,11 +203,16 @@ def test_simultaneous_create_starts_one(processes, tmp_path):
     assert "already being trained" not in (run_dir / runs.LOG_FILE).read_text()
 
 
-def test_two_processes_resume_same_run_at_once(processes, tmp_path):
-    run_dir = tmp_path / "runs" / "resumed"
-    killed_run(processes, run_dir, "step:6:1")
+def test_stale_lock_never_blocks_and_two_resumes_start_one(processes, tmp_path, killed_at_step_9):
+    source, pid = killed_at_step_9
+    run_dir = copy_run(source, tmp_path / "runs" / "resumed")
+    # The killed trainer's lock file stays with its pid, and its status.json still reads running.
+    assert (run_dir / runs.LOCK_FILE).read_text().strip() == str(pid)
+    assert runs.read_json(run_dir / runs.STATUS_FILE)["state"] == "running"
+    assert runs.read_status(run_dir)["state"] == "crashed"
     log_before = trainer_starts(run_dir)
 
+    # Two resumes at once: one trainer starts past the stale lock, the other launch is refused.
     args = ("train", "--run-dir", run_dir, "--resume", "--detach")
     one, two = processes.start(*args, name="one"), processes.start(*args, name="two")
     codes = sorted([processes.wait(one), processes.wait(two)])
@@ -195,21 +222,7 @@ def test_two_processes_resume_same_run_at_once(processes, tmp_path):
     processes.detached.append((runs.read_status(run_dir)["pid"], run_dir))
     assert wait_for_state(run_dir, ("finished",), timeout=TRAINER_TIMEOUT) == "finished"
     assert trainer_starts(run_dir) - log_before == 1
-
-
-def test_stale_lock_of_killed_trainer_never_blocks_resume(processes, tmp_path):
-    run_dir = tmp_path / "runs" / "stale"
-    pid = killed_run(processes, run_dir, "step:5:1")
-    # The killed trainer's lock file stays with its pid, and its status.json still reads running.
-    lock = run_dir / runs.LOCK_FILE
-    assert lock.read_text().strip() == str(pid)
-    assert runs.read_json(run_dir / runs.STATUS_FILE)["state"] == "running"
-    assert runs.read_status(run_dir)["state"] == "crashed"
-
-    resumed = processes.start("train", "--run-dir", run_dir, "--resume", name="resumed")
-    assert processes.wait(resumed) == 0, processes.output(resumed)
-    assert "already being trained" not in processes.output(resumed)
-    assert runs.read_status(run_dir)["state"] == "finished"
+    assert "already being trained" not in (run_dir / runs.LOG_FILE).read_text()
 
 
 def run_together(sessions: list, action) -> None:
@@ -375,11 +388,9 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_resume_falls_back_past_damaged_newest_checkpoint(processes, tmp_path, damage):
-    run_dir = tmp_path / "runs" / "damaged"
-    killed_run(processes, run_dir, "step:9:1")
+def test_resume_falls_back_past_damaged_newest_checkpoint(processes, tmp_path, killed_at_step_9, damage):
+    run_dir = copy_run(killed_at_step_9[0], tmp_path / "runs" / "damaged")
     checkpoint_dir = run_dir / runs.CHECKPOINTS_DIR
-    assert [info.step for info in list_checkpoints(checkpoint_dir)] == [4, 8]
     suffix, spoil = DAMAGE[damage]
     spoil(checkpoint_dir / f"ckpt-8.{suffix}")
 
