@@ -1,10 +1,12 @@
 """Sample quality of the default configuration, epoch by epoch, against the real-data floor.
 
-Trains a run of the default TrainConfig (width 64, batch 128, Adam 2e-4 and
-beta_1 0.5) on the MNIST training digits of ``GAN_MNIST_PATH``, keeping the
-checkpoint of every epoch end, then scores each epoch's generator with the
-shipped MNIST classifier (``gan.metrics.evaluate_generator``). An existing run
-folder is resumed, and epochs already scored are not scored again.
+Trains a run of the default TrainConfig (width 64, Adam 2e-4 and beta_1 0.5,
+the trainer's own quality evaluation after every epoch) on the MNIST training
+digits of ``GAN_MNIST_PATH``, keeping the checkpoint of every epoch end. The
+scores come from the run's epochs.csv; an epoch without them (a run trained
+with the evaluation off) is scored from its checkpoint with the same
+function, seed and number of digits (``gan.metrics.evaluate_generator``). An
+existing run folder is resumed, and epochs already scored are not scored again.
 
     GAN_MNIST_PATH=/path/to/mnist.npz python bench/quality.py --run-dir runs/quality --epochs 30
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
+import io
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ sys.path.insert(0, str(REPOSITORY))
 from gan import checkpoints, metrics, runs  # noqa: E402
 from gan.config import TrainConfig  # noqa: E402
 from gan.generate import load_generator  # noqa: E402
+from gan.train import EVAL_SEED  # noqa: E402
 
 COLUMNS = (
     "epoch",
@@ -54,20 +57,36 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="run folder to create or resume")
     parser.add_argument("--epochs", type=int, default=30, help="epochs to train (default 30)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.batch_size,
+        help=f"images per step of a new run (default {TrainConfig.batch_size}, the TrainConfig default)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=TrainConfig.precision,
+        help=f"Keras dtype policy of a new run (default {TrainConfig.precision})",
+    )
     parser.add_argument("--samples", type=int, default=metrics.DEFAULT_SAMPLES, help="digits per score")
     parser.add_argument("--score-only", action="store_true", help="score existing checkpoints only")
     return parser.parse_args()
 
 
-def train_run(run_dir: Path, epochs: int) -> None:
-    """Train the default configuration for ``epochs`` epochs, keeping every checkpoint."""
+def train_run(run_dir: Path, args: argparse.Namespace) -> None:
+    """Train the default configuration with the options in ``args``, keeping every checkpoint."""
     from gan.train import train
 
     if not runs.is_run(run_dir):
-        settings = {"epochs": epochs, "checkpoints_kept": 1000, "data": "mnist"}
-        names = {field.name for field in dataclasses.fields(TrainConfig)}
-        if "eval_every_epochs" in names:
-            settings["eval_every_epochs"] = 0  # this script scores every epoch itself
+        settings = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "precision": args.precision,
+            "checkpoints_kept": 1000,
+            "data": "mnist",
+            "eval_every_epochs": 1,
+            "eval_samples": args.samples,
+        }
         runs.create_run(run_dir, TrainConfig(**settings))
     state = runs.read_status(run_dir)["state"]
     if state != "finished":
@@ -83,7 +102,7 @@ def epoch_checkpoints(run_dir: Path) -> list[checkpoints.CheckpointInfo]:
 
 
 def score(run_dir: Path, info: checkpoints.CheckpointInfo, samples: int) -> dict:
-    report = metrics.evaluate_generator(load_generator(run_dir, info.step), "mnist", samples, seed=0)
+    report = metrics.evaluate_generator(load_generator(run_dir, info.step), "mnist", samples, seed=EVAL_SEED)
     generated, floor = report.generated, report.floor
     return {
         "epoch": info.epoch,
@@ -100,6 +119,23 @@ def score(run_dir: Path, info: checkpoints.CheckpointInfo, samples: int) -> dict
         "diversity_floor": round(floor.diversity, 4),
         "seconds": round(report.seconds, 1),
     }
+
+
+def trainer_scores(run_dir: Path) -> dict[int, dict]:
+    """Return the scores that the trainer wrote to epochs.csv, by epoch, in this script's columns."""
+    text, _ = runs.read_complete_lines(run_dir / runs.EPOCHS_FILE)
+    scores = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        if not row.get("frechet_distance"):
+            continue
+        shares = [float(row[f"share_{digit}"]) for digit in range(10)]
+        scores[int(row["epoch"])] = {
+            **{name: row.get(name, "") for name in COLUMNS},
+            "min_class_share": min(shares),
+            "max_class_share": max(shares),
+            "seconds": "",  # the trainer logs the time of its evaluation, not epochs.csv
+        }
+    return scores
 
 
 def read_scores(path: Path) -> dict[int, dict]:
@@ -121,11 +157,11 @@ def main() -> int:
     run_dir = args.run_dir
     started = time.perf_counter()
     if not args.score_only:
-        train_run(run_dir, args.epochs)
+        train_run(run_dir, args)
     trained = time.perf_counter()
 
     path = run_dir / "quality.csv"
-    scored = read_scores(path)
+    scored = {**read_scores(path), **trainer_scores(run_dir)}
     rows = []
     for info in epoch_checkpoints(run_dir):
         row = scored.get(info.epoch) or score(run_dir, info, args.samples)

@@ -66,7 +66,7 @@ class DemoLimits:
     max_live_runs: int = 1
     max_digits: int = 256
     max_interpolation_steps: int = 32
-    # Model and batch sizes bound a trainer's memory: the default width 64 and
+    # Model and batch sizes bound a trainer's memory: width 64 with
     # batch 128 peaked at about 1 GB resident on a CPU, TensorFlow included.
     max_width: int = 64
     max_batch_size: int = 256

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow
 import pytest
 from test_pages import FAST, REPOSITORY, copy_run, messages, open_page, runs_dir
+from test_quality_training import old_format_run
 
 from gan import classifier, dashboard, generate, history, runs
 from gan.config import TrainConfig
@@ -218,12 +219,23 @@ def test_quality_damaged_alerts_file_warns(runs_dir, quality_run):
 
 
 def test_quality_old_run_shows_note(runs_dir):
-    old_run = copy_run(REPOSITORY / "assets" / "demo-run", runs_dir, "old")
+    old_run = old_format_run(runs_dir / "old")
     at = open_page("pages/losses.py", run=str(old_run))
     assert any("No sample-quality metrics" in text for text in messages(at, "info"))
     # Losses, discriminator outputs and the two epoch charts only.
     assert len(at.get("vega_lite_chart")) == 5
     assert messages(at, "warning") == []
+    assert messages(at, "error") == []
+
+
+def test_shipped_run_charts_every_epoch_metric(runs_dir):
+    shipped = copy_run(REPOSITORY / "assets" / "demo-run", runs_dir, "shipped")
+    epochs = pd.read_csv(shipped / runs.EPOCHS_FILE)
+    assert epochs["frechet_distance"].notna().all()
+    assert len(epochs) == 30
+    at = open_page("pages/losses.py", run=str(shipped))
+    assert not any("No sample-quality metrics" in text for text in messages(at, "info"))
+    assert len(at.get("vega_lite_chart")) > 5
     assert messages(at, "error") == []
 
 

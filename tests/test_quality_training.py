@@ -357,11 +357,29 @@ def test_resume_drops_replayed_best_and_alerts(alerting_run, tmp_path):
     assert runs.read_best(run_dir)["epoch"] == epochs.loc[epochs["frechet_distance"].idxmin(), "epoch"]
 
 
+def old_format_run(run_dir: Path) -> Path:
+    """Copy the shipped run to ``run_dir`` as a run from before the quality metrics.
+
+    Such a run has no quality fields in config.json, no metric columns in
+    epochs.csv, and no best.json or alerts.csv.
+    """
+    shutil.copytree(REPO / "assets" / "demo-run", run_dir)
+    config = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    quality_fields = {name for name in TrainConfig.__dataclass_fields__ if field_group(name) == "quality"}
+    old_config = {name: value for name, value in config.items() if name not in quality_fields}
+    (run_dir / runs.CONFIG_FILE).write_text(json.dumps(old_config, indent=2))
+    epochs = pd.read_csv(run_dir / runs.EPOCHS_FILE)
+    epochs[list(runs.EPOCHS_REQUIRED_COLUMNS)].to_csv(run_dir / runs.EPOCHS_FILE, index=False)
+    for name in (runs.BEST_FILE, runs.ALERTS_FILE, runs.BEST_GENERATOR_FILE):
+        (run_dir / name).unlink()
+    return run_dir
+
+
 def test_old_run_folder_reads_resumes_and_appends(tmp_path):
-    run_dir = shutil.copytree(REPO / "assets" / "demo-run", tmp_path / "old")
+    run_dir = old_format_run(tmp_path / "old")
     old_header = (run_dir / runs.EPOCHS_FILE).read_text().splitlines()[0]
     assert old_header == ",".join(runs.EPOCHS_REQUIRED_COLUMNS)
-    assert len(history.read_history(run_dir / runs.EPOCHS_FILE, key="epoch")) == 20
+    assert len(history.read_history(run_dir / runs.EPOCHS_FILE, key="epoch")) == 30
 
     # The old config.json has no quality fields. The run is shrunk so that it trains in
     # seconds, and eval_samples keeps its evaluation small.
