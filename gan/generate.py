@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import weakref
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,26 @@ from gan.errors import InputError
 # zeros), because oneDNN may pick another kernel, with other round-off, for
 # another batch size.
 GENERATION_BATCH = 32
+
+# One compiled inference call per loaded generator, kept while the generator lives.
+_compiled_calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_call(generator):
+    """Return ``generator``'s inference call as a tf.function, traced once for the fixed batch shape.
+
+    A graph call skips the per-layer Python work of an eager Keras call, which
+    is most of the time of a 32-digit batch on a CPU.
+    """
+    call = _compiled_calls.get(generator)
+    if call is None:
+        import tensorflow as tf
+
+        # A weak reference, so that the cached function does not keep its generator alive.
+        owner = weakref.ref(generator)
+        call = tf.function(lambda inputs: owner()(inputs, training=False))
+        _compiled_calls[generator] = call
+    return call
 
 
 def sample_seeds(first_seed: int, count: int) -> list[int]:
@@ -91,6 +112,7 @@ def images_from_latents(generator, latents: np.ndarray, labels: Sequence[int] | 
                 f"labels must lie in [0, {num_classes - 1}], got {labels.min()}..{labels.max()}."
             )
     outputs = []
+    call = _compiled_call(generator)
     for start in range(0, len(latents), GENERATION_BATCH):
         chunk = latents[start : start + GENERATION_BATCH]
         used = len(chunk)
@@ -101,7 +123,7 @@ def images_from_latents(generator, latents: np.ndarray, labels: Sequence[int] | 
             padded_labels = np.zeros(GENERATION_BATCH, np.int32)
             padded_labels[:used] = labels[start : start + GENERATION_BATCH]
             inputs = [padded, padded_labels]
-        images = np.asarray(generator(inputs, training=False), dtype=np.float32)[:used]
+        images = np.asarray(call(inputs), dtype=np.float32)[:used]
         outputs.append(images)
     images = np.concatenate(outputs)[..., 0]
     return to_uint8(images)

@@ -1,11 +1,14 @@
 """Seeds to digits: determinism, batch independence, grids, interpolation and files."""
 
+import gc
 import io
+import weakref
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from gan import generate
 from gan.errors import InputError
 from gan.generate import (
     GENERATION_BATCH,
@@ -91,6 +94,29 @@ def test_other_seed_other_pixels(generator):
     assert not np.array_equal(first.grid, second.grid)
     # The grid from seed 1 starts with the second digit of the grid from seed 0.
     assert np.array_equal(first.images[1:], second.images[:3])
+
+
+def test_compiled_call_matches_eager_pixels(generator):
+    latents = latent_vectors(range(GENERATION_BATCH), 16)
+    eager = np.asarray(generator(latents, training=False))[..., 0]
+    compiled = generate.images_from_latents(generator, latents)
+    assert np.array_equal(compiled, generate.to_uint8(eager))
+
+
+def test_compiled_call_cached_per_generator(generator):
+    first = generate._compiled_call(generator)
+    assert generate._compiled_call(generator) is first
+    other = build_generator(latent_dim=16, width=8)
+    assert generate._compiled_call(other) is not first
+
+
+def test_compiled_call_frees_its_generator():
+    generator = build_generator(latent_dim=16, width=8)
+    generate.images_from_latents(generator, latent_vectors([1], 16))
+    alive = weakref.ref(generator)
+    del generator
+    gc.collect()
+    assert alive() is None
 
 
 def test_latent_scale_changes_pixels(generator):
