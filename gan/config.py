@@ -83,7 +83,7 @@ class TrainConfig:
         "an IDX folder or a folder of PNG class folders.",
     )
     max_images: int | None = _field(
-        None, "data", "Train on the first N images only; unset (empty) uses every image."
+        None, "data", "Train on the first N images only; left unset, training uses every image."
     )
 
     # Model
