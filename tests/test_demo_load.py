@@ -78,7 +78,11 @@ LIVE_LIMIT_MESSAGE = f"demo mode allows {MAX_LIVE_RUNS} runs training at a time"
 
 
 class SpyGenerator:
-    """A Keras generator that records the number of latent vectors of every call."""
+    """A Keras generator that records the number of latent vectors of every run.
+
+    Generation runs a generator through its compiled call (``generate._compiled_call``),
+    which the ``spied_runs`` fixture wraps so that each run of the graph is recorded.
+    """
 
     def __init__(self, model):
         self._model = model
@@ -88,11 +92,33 @@ class SpyGenerator:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def __call__(self, inputs, training=False):
+    def record(self, inputs) -> None:
         latents = inputs[0] if isinstance(inputs, list) else inputs
         with self._lock:
             self.batch_sizes.append(int(np.shape(latents)[0]))
+
+    def __call__(self, inputs, training=False):
+        self.record(inputs)
         return self._model(inputs, training=training)
+
+
+@pytest.fixture
+def spied_runs(monkeypatch):
+    """Record every compiled run of a SpyGenerator's model on the spy."""
+    original = generate._compiled_call
+
+    def compiled_call(generator):
+        if not isinstance(generator, SpyGenerator):
+            return original(generator)
+        call = original(generator._model)
+
+        def recorded(inputs):
+            generator.record(inputs)
+            return call(inputs)
+
+        return recorded
+
+    monkeypatch.setattr(generate, "_compiled_call", compiled_call)
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +325,7 @@ def run_burst(root: Path) -> tuple[list[AppTest], list[AppTest], list[BaseExcept
     return launches, generations, failures
 
 
-def test_demo_limits_hold_under_burst(demo_root):
+def test_demo_limits_hold_under_burst(demo_root, spied_runs):
     root, spy = demo_root
     monitor = Monitor(root)
     monitor.start()
@@ -431,7 +457,7 @@ def status_kib(field: str) -> int:
     raise AssertionError(f"{field} is missing from /proc/self/status")
 
 
-def test_generation_at_demo_limit_is_bounded(generator_file):
+def test_generation_at_demo_limit_is_bounded(generator_file, spied_runs):
     import keras
 
     spy = SpyGenerator(keras.models.load_model(generator_file, compile=False))
