@@ -153,31 +153,19 @@ WAITING_TRAINER = textwrap.dedent(
     import gan.cli
     import gan.train  # noqa: F401  (the seconds of TensorFlow and Keras imports, spent early)
 
-    order = json.loads(sys.stdin.readline())
-    os.environ.update(order["env"])
-    sys.exit(gan.cli.main(order["argv"]))
+    command = json.loads(sys.stdin.readline())
+    os.environ.update(command["env"])
+    sys.exit(gan.cli.main(command["argv"]))
     """
 )
 
 
 def start_waiting(chain: Processes, name: str) -> subprocess.Popen:
-    """Start a trainer process that imports the package, then waits for its order on stdin."""
-    output = chain.work_dir / f"{name}.out"
-    with open(output, "wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-c", WAITING_TRAINER],
-            stdin=subprocess.PIPE,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=chain.work_dir,
-            env=chain.env,
-        )
-    chain.started.append(process)
-    chain.output_files[process.pid] = output
-    return process
+    """Start a trainer process that imports the package, then waits for its command on stdin."""
+    return chain.spawn([sys.executable, "-c", WAITING_TRAINER], name=name, stdin=subprocess.PIPE)
 
 
-def order(process: subprocess.Popen, argv: list, fault: str | None = None) -> None:
+def send_command(process: subprocess.Popen, argv: list, fault: str | None = None) -> None:
     """Give a waiting trainer its command line (as after ``python -m gan``) and GAN_FAULT."""
     env = {faults.FAULT_VARIABLE: fault} if fault else {}
     process.stdin.write(json.dumps({"argv": [str(arg) for arg in argv], "env": env}).encode() + b"\n")
@@ -201,7 +189,7 @@ def test_twenty_kills_then_resume_finishes_the_run(chain, tmp_path):
         args += ["--resume"] if number > 1 else train_flags(KILL_RUN)
         fault = kill.fault_for(start)
         process = waiting
-        order(process, args, fault)
+        send_command(process, args, fault)
         waiting = start_waiting(chain, f"kill-{number + 1:02d}" if number < len(KILLS) else "final")
         if kill.after_steps is not None:
             fault = f"SIGKILL from the test at step {start.step + kill.after_steps} or later"
@@ -236,7 +224,7 @@ def test_twenty_kills_then_resume_finishes_the_run(chain, tmp_path):
 
     # The last process resumes and finishes the run.
     final = waiting
-    order(final, ["train", "--run-dir", run_dir, "--resume"])
+    send_command(final, ["train", "--run-dir", run_dir, "--resume"])
     assert chain.wait(final) == 0, chain.output(final)
     assert resumed_from(chain.output(final)) == start
     check_finished_run(run_dir)

@@ -81,11 +81,15 @@ class Processes:
         self.output_files: dict[int, Path] = {}
 
     def start(self, *args, name: str) -> subprocess.Popen:
+        return self.spawn([sys.executable, "-m", "gan", *map(str, args)], name=name)
+
+    def spawn(self, command: list[str], *, name: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+        """Start ``command`` with its output in NAME.out; kill_leftovers stops it at teardown."""
         output = self.work_dir / f"{name}.out"
         with open(output, "wb") as handle:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gan", *map(str, args)],
-                stdin=subprocess.DEVNULL,
+                command,
+                stdin=stdin,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,

@@ -203,7 +203,7 @@ def test_simultaneous_create_starts_one(processes, tmp_path):
     assert "already being trained" not in (run_dir / runs.LOG_FILE).read_text()
 
 
-def test_stale_lock_never_blocks_and_two_resumes_start_one(processes, tmp_path, killed_at_step_9):
+def test_stale_lock_and_two_resumes(processes, tmp_path, killed_at_step_9):
     source, pid = killed_at_step_9
     run_dir = copy_run(source, tmp_path / "runs" / "resumed")
     # The killed trainer's lock file stays with its pid, and its status.json still reads running.
