@@ -37,9 +37,12 @@ Reference, written for this benchmark from the tutorial's description
   shuffled with a buffer of the whole set and batched, the last batch
   partial. An epoch is the loop over that dataset and nothing else.
 
-Under ``--precision mixed_bfloat16`` both sides use that Keras policy. The
-reference's logits, losses and generator output stay float32, as in
-``gan.model``.
+``--precision`` sets the Keras policy of the reference, the diagnostic
+loops and the tutorial-architecture trainers. The reference's logits,
+losses and generator output stay float32, as in ``gan.model``. The
+default-configuration trainers keep the default ``precision=auto``, which
+their first start resolves (``mixed_bfloat16`` on a CPU with bf16
+instructions and no GPU, else float32); the report names the result.
 
 Trainer entries run ``gan.train.train(run_dir)`` on real run folders under
 ``--work-dir``, each in its own thread. The trainer's ``on_progress``
@@ -83,13 +86,13 @@ Conv2D and Conv2DTranspose layer. Normalisation, activations, dropout and
 the optimizer update are left out. A network pass that a gradient flows
 through counts 3 times its forward FLOPs (forward, gradient of the inputs,
 gradient of the weights), and a pass without one counts once. The
-tutorial's step is 3 G + 6 D per image: G once and D on the real and the
-fake batch, all differentiated. ``DCGAN.train_step`` is 4 G + 9 D: its
-discriminator update runs G without a gradient and D on both batches, and
-its generator update runs G and D again on new noise. These counts are
-estimates. Where only one of a pass's two gradients is needed, TensorFlow
-may prune the other. The matmul peak is the best of several float32
-``tf.linalg.matmul`` calls on 2048x2048 matrices, measured in every round.
+tutorial's step and ``DCGAN.train_step`` are both 3 G + 6 D per image: G
+once and D on the real and the fake batch, all differentiated. These counts
+are estimates. Where only one of a pass's two gradients is needed,
+TensorFlow may prune the other. The matmul peak is the best of several
+``tf.linalg.matmul`` calls on 2048x2048 matrices, measured in every round,
+in float32 and, when an entry trains in bfloat16, in bfloat16 too. An
+entry's share of the peak uses the peak of its own precision.
 
 Timings are only reported, never checked. The exit status is 1 when the
 benchmark failed to run and 2 for invalid options.
@@ -131,7 +134,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from gan import data, model, runs  # noqa: E402
+from gan import data, devices, model, runs  # noqa: E402
 from gan import train as trainer_module  # noqa: E402
 from gan.config import MAX_CHECKPOINT_MINUTES, TrainConfig  # noqa: E402
 from gan.errors import InputError  # noqa: E402
@@ -506,8 +509,9 @@ class Entry:
     label: str
     batch_size: int
     architecture: str
-    loop: str  # FLOPs per image: TUTORIAL counts 3 G + 6 D, OURS 4 G + 9 D
+    loop: str  # TUTORIAL: the reference's own loop; OURS: gan.model.DCGAN.train_step
     evaluation: bool
+    precision: str = ""  # the Keras policy it trained in, set when its runner starts
     runner: Runner | None = None
     warm_up_seconds: float = 0.0
     warm_up_cpu_seconds: float = 0.0
@@ -535,10 +539,14 @@ def default_trainer_config(evaluation: bool) -> TrainConfig:
     return config
 
 
-def finish_config(config: TrainConfig, epochs: int, max_images: int | None, precision: str) -> TrainConfig:
+def finish_config(
+    config: TrainConfig, epochs: int, max_images: int | None, precision: str | None
+) -> TrainConfig:
+    """Set the run length and the checkpoint timer; ``precision`` None keeps the config's own."""
     config.epochs = epochs
     config.max_images = max_images
-    config.precision = precision
+    if precision is not None:
+        config.precision = precision
     config.checkpoint_every_minutes = MAX_CHECKPOINT_MINUTES
     return config
 
@@ -582,6 +590,7 @@ def trainer_config_of(entry: Entry) -> TrainConfig:
 
 def start_runner(entry: Entry, images: np.ndarray, args: argparse.Namespace, work_dir: Path) -> Runner:
     """Build the reference or a diagnostic loop, or start a trainer thread on a new run folder."""
+    entry.precision = args.precision
     if entry.key == "reference":
         return TutorialReference(images, entry.batch_size, args.precision)
     if entry.key == "step_loop":
@@ -589,7 +598,10 @@ def start_runner(entry: Entry, images: np.ndarray, args: argparse.Namespace, wor
     if entry.key == "bare_fit":
         return BareFit(images, entry.batch_size, args.precision)
     epochs = WARM_UP_EPOCHS + args.rounds * args.epochs_per_round
-    config = finish_config(trainer_config_of(entry), epochs, args.max_images, args.precision)
+    precision = args.precision if entry.architecture == TUTORIAL else None
+    config = finish_config(trainer_config_of(entry), epochs, args.max_images, precision)
+    if config.precision == "auto":
+        entry.precision = devices.auto_precision(devices.visible_gpus(), devices.cpu_flags())
     run_dir = runs.create_run(work_dir / entry.key, config)
     return LiveTrainer(run_dir, entry.architecture)
 
@@ -635,10 +647,10 @@ class Flops:
     generator: int
     discriminator: int
 
-    def per_image(self, loop: str) -> int:
-        if loop == TUTORIAL:
-            return 3 * self.generator + 6 * self.discriminator
-        return 4 * self.generator + 9 * self.discriminator
+    @property
+    def per_image(self) -> int:
+        """FLOPs of one training image: G and D on the real and the fake batch, all differentiated."""
+        return 3 * self.generator + 6 * self.discriminator
 
 
 def count_flops() -> dict[str, Flops]:
@@ -774,12 +786,15 @@ def summary_table(
     entries: list[Entry], rounds: list[Round], images_per_round: int, flops: dict[str, Flops]
 ) -> str:
     reference = entries[0]
-    peaks = [round_.peak_gflops for round_ in rounds]
     rows = []
     for entry in entries:
         rates = images_per_second(entry, images_per_round)
-        per_image = flops[entry.architecture].per_image(entry.loop)
+        per_image = flops[entry.architecture].per_image
         achieved = [rate * per_image / 1e9 for rate in rates]
+        peaks = [
+            round_.bfloat16_peak_gflops if entry.precision == "mixed_bfloat16" else round_.peak_gflops
+            for round_ in rounds
+        ]
         shares = [gflops / peak for gflops, peak in zip(achieved, peaks, strict=True)]
         wall_ratios = ratios(entry, reference)
         rows.append(
@@ -787,6 +802,7 @@ def summary_table(
                 entry.label,
                 str(entry.batch_size),
                 entry.architecture,
+                entry.precision,
                 "on" if entry.evaluation else "off",
                 f"{statistics.median(rates):.0f}",
                 ", ".join(f"{ratio:.2f}" for ratio in wall_ratios),
@@ -801,6 +817,7 @@ def summary_table(
         "entry",
         "batch",
         "architecture",
+        "precision",
         "evaluation",
         "images/s (median)",
         "ratio per round",
@@ -846,27 +863,21 @@ def flops_table(flops: dict[str, Flops]) -> str:
                 "tutorial" if name == TUTORIAL else "gan.model, width 64",
                 f"{counts.generator / 1e6:.1f}",
                 f"{counts.discriminator / 1e6:.1f}",
-                f"{counts.per_image(TUTORIAL) / 1e6:.0f}",
-                f"{counts.per_image(OURS) / 1e6:.0f}",
+                f"{counts.per_image / 1e6:.0f}",
             ]
         )
-    header = [
-        "architecture",
-        "G forward MFLOP",
-        "D forward MFLOP",
-        "tutorial step (3 G + 6 D)",
-        "DCGAN.train_step (4 G + 9 D)",
-    ]
+    header = ["architecture", "G forward MFLOP", "D forward MFLOP", "training step (3 G + 6 D)"]
     return markdown_table(header, rows)
 
 
 def target_lines(entries: list[Entry], precision: str) -> list[str]:
     by_key = {entry.key: entry for entry in entries}
     reference = by_key["reference"]
+    default_precision = by_key["trainer_default"].precision
     lines = []
     for key, target, text in (
         ("trainer_tutorial", TUTORIAL_TARGET, "gan.train with the tutorial architecture, evaluation off"),
-        ("trainer_default", DEFAULT_TARGET, "gan.train with the default configuration"),
+        ("trainer_default", DEFAULT_TARGET, f"gan.train, default configuration ({default_precision})"),
     ):
         ratio = statistics.median(ratios(by_key[key], reference))
         cpu_ratio = statistics.median(ratios(by_key[key], reference, cpu=True))
@@ -876,7 +887,7 @@ def target_lines(entries: list[Entry], precision: str) -> list[str]:
             f"({'met' if cpu_ratio >= target else 'not met'})"
         )
     if precision != "float32":
-        lines.append(f"- the targets are set for float32; this run used {precision}")
+        lines.append(f"- the targets compare with a float32 reference; this run's reference used {precision}")
     return lines
 
 
@@ -995,12 +1006,12 @@ def run(args: argparse.Namespace, work_dir: Path) -> None:
             f"batch size {largest_batch} is larger than the {len(images)} training digits. "
             "Choose a smaller --batch-size."
         )
-    bfloat16 = args.precision == "mixed_bfloat16"
     rounds = []
     with trainer_substitutions():
         try:
             for entry in entries:
                 entry.runner = start_runner(entry, images, args, work_dir)
+            bfloat16 = any(entry.precision == "mixed_bfloat16" for entry in entries)
             progress(f"warm-up round: {len(entries)} entries on {len(images)} digits")
             run_round(0, entries, WARM_UP_EPOCHS, bfloat16)
             for number in range(1, args.rounds + 1):
@@ -1020,25 +1031,33 @@ def close_trainers(entries: list[Entry], stop: bool, timeout: float) -> None:
             entry.runner.close(stop=stop, timeout=timeout)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_in_work_dir(name: str, args: argparse.Namespace, run_benchmark: Callable) -> int:
+    """Call ``run_benchmark(args, work_dir)`` in ``--work-dir`` or a temporary folder; return the exit status.
+
+    The temporary folder is deleted afterwards. A failure prints one line
+    prefixed with ``name`` and gives 1, Ctrl-C gives 130.
+    """
     if args.work_dir is not None:
         work_dir = args.work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
     else:
-        work_dir = Path(tempfile.mkdtemp(prefix="train_speed-"))
+        work_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     try:
-        run(args, work_dir)
+        run_benchmark(args, work_dir)
     except (InputError, TrainerFailed, OSError) as error:
-        print(f"train_speed: failed: {error}", file=sys.stderr)
+        print(f"{name}: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("train_speed: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_in_work_dir("train_speed", parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,13 +163,14 @@ class CheckpointStore:
         for path in self.directory.glob(f"{prefix.name}_temp*"):
             shutil.rmtree(path, ignore_errors=True)
 
-    def restore_latest(self) -> tuple[CheckpointInfo, list[str]]:
+    def restore_latest(self, mark_broken: bool = True) -> tuple[CheckpointInfo, list[str]]:
         """Restore the newest complete checkpoint that reads back, falling back to older ones.
 
         Return the restored checkpoint and one message per newer checkpoint
-        that failed to restore. A failed checkpoint's marker is renamed to
-        ``ckpt-STEP.json.broken``, so later resumes skip it and the files stay
-        for inspection.
+        that failed to restore. With ``mark_broken``, a failed checkpoint's
+        marker is renamed to ``ckpt-STEP.json.broken``, so later resumes skip
+        it and the files stay for inspection. Multi-worker runs pass False on
+        every worker but the chief, which alone writes the run folder.
         """
         skipped = []
         for info in reversed(self.complete()):
@@ -179,12 +181,38 @@ class CheckpointStore:
                 message = f"checkpoint {info.name} could not be restored ({_first_line(error)})"
                 log.warning("%s; trying an older one", message)
                 skipped.append(message)
-                marker = info.path.with_name(f"{info.name}.json")
-                marker.replace(marker.with_name(f"{marker.name}.broken"))
+                if mark_broken:
+                    marker = info.path.with_name(f"{info.name}.json")
+                    marker.replace(marker.with_name(f"{marker.name}.broken"))
         raise CheckpointError(
             f"no checkpoint in {self.directory} could be restored: {'; '.join(skipped)}. "
             "Delete the checkpoints folder to train the run again from step 0."
         )
+
+
+class ScratchCheckpointWriter:
+    """Writes each checkpoint into a new temporary folder and deletes that folder at once.
+
+    Under MultiWorkerMirroredStrategy, writing a checkpoint reads variables
+    that are summed over all workers, which is a collective operation: every
+    worker must write whenever the chief does. The workers other than the
+    chief use this writer, so that they take part without touching the run
+    folder. The folder is made by ``tempfile.mkdtemp`` (under ``$TMPDIR``).
+    """
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, prefix: str):
+        self.checkpoint = checkpoint
+        self.prefix = prefix  # start of the temporary folder's name
+
+    def save(self, *, step: int, epoch: int, num_classes: int | None) -> Path:
+        """Write and delete the checkpoint of ``step``; return the prefix it had."""
+        directory = Path(tempfile.mkdtemp(prefix=self.prefix))
+        prefix = directory / f"ckpt-{step}"
+        try:
+            self.checkpoint.write(str(prefix))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return prefix
 
 
 def _optional_int(value: object) -> int | None:

@@ -17,10 +17,12 @@ import math
 import os
 import signal
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
 from gan import __version__, names
+from gan.cluster import Cluster, check_batch_split, read_cluster, require_chief_for_launch
 from gan.config import GROUPS, MAX_SEED, TrainConfig, field_group
 from gan.errors import InputError, RunLockedError, StorageError, format_value
 
@@ -40,6 +42,8 @@ MAX_LATENT_SCALE = 10.0
 MAX_STATUS_ALERTS = 20
 # Maximum wait for a stopping trainer: a day.
 MAX_STOP_WAIT_SECONDS = 86_400.0
+# How long a multi_worker worker other than the chief waits for the chief to create the run folder.
+CHIEF_RUN_WAIT_SECONDS = 300.0
 # gan.metrics.DEFAULT_SAMPLES and MAX_SAMPLES, repeated here because gan.metrics imports numpy.
 DEFAULT_EVALUATE_SAMPLES = 2000
 MAX_EVALUATE_SAMPLES = 10_000
@@ -148,7 +152,9 @@ def _add_train(commands) -> None:
         "train",
         help="train a run in the foreground, or --detach to start it in the background",
         description="Create and train the run in --run-dir, or continue it with --resume. "
-        "Options override --config, which overrides the defaults.",
+        "Options override --config, which overrides the defaults. With --strategy multi_worker, run the "
+        "same command on every worker, each with TF_CONFIG in its environment; worker 0 (the chief) "
+        "creates and writes the run folder, which every worker must see. docs/scaling.md has examples.",
     )
     train.add_argument("--run-dir", required=True, type=_path, help="the run folder (created if new)")
     train.add_argument(
@@ -170,9 +176,19 @@ def _add_train(commands) -> None:
     groups = {key: train.add_argument_group(f"{title} (TrainConfig fields)") for key, title in GROUPS.items()}
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata["help"] + f" (default {field.default})"
+        if str(field.type) == "bool":
+            # --jit-compile sets True and --no-jit-compile sets False. Without either, the config decides.
+            groups[field_group(field.name)].add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text.replace("%", "%%"),
+            )
+            continue
         choices = _CHOICES.get(field.name)
         kind = _choice(choices) if choices else _field_type(field)
-        help_text = field.metadata["help"] + f" (default {field.default})"
         groups[field_group(field.name)].add_argument(
             flag,
             dest=field.name,
@@ -301,8 +317,11 @@ def cmd_train(args) -> int:
     run_dir: Path = args.run_dir
     overrides = {field.name: getattr(args, field.name) for field in fields(TrainConfig)}
     overrides = {name: value for name, value in overrides.items() if value is not None}
+    cluster = _cluster_of_train(args, overrides)
 
-    if args.resume:
+    if cluster is not None and not cluster.is_chief:
+        _join_chief_run(args, overrides, cluster)
+    elif args.resume:
         if overrides or args.config:
             raise UsageError(
                 f"--resume continues the run with its saved config; remove {_flags(overrides, args.config)}."
@@ -324,6 +343,8 @@ def cmd_train(args) -> int:
         _check_new_run_dir(run_dir)
         config = TrainConfig.load(args.config) if args.config else TrainConfig()
         config = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
+        if cluster is not None:
+            check_batch_split(config.batch_size, cluster.num_workers, "workers of TF_CONFIG")
         _check_data(config)
         runs.create_run(run_dir, config)
 
@@ -360,6 +381,76 @@ def cmd_train(args) -> int:
         print(f"error: {runs.read_status(run_dir).get('last_error')}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _cluster_of_train(args, overrides: dict) -> Cluster | None:
+    """Read TF_CONFIG when the run to train uses strategy multi_worker; return None for other strategies.
+
+    It runs before anything is created or written, so a bad TF_CONFIG leaves
+    the run folder as it was. ``--detach`` is accepted for the chief only.
+    """
+    from gan import runs
+
+    if "strategy" in overrides:
+        strategy = overrides["strategy"]
+    elif args.config:
+        strategy = TrainConfig.load(args.config).strategy
+    elif runs.is_run(args.run_dir):
+        strategy = runs.load_config(args.run_dir).strategy
+    else:
+        strategy = TrainConfig().strategy
+    if args.detach:
+        return require_chief_for_launch(strategy)
+    return read_cluster() if strategy == "multi_worker" else None
+
+
+def _join_chief_run(args, overrides: dict, cluster: Cluster) -> None:
+    """Wait for the chief to create the run folder, then check that it is a multi_worker run.
+
+    The chief's config.json decides every setting. Flags of this worker that
+    differ from it are logged and have no effect.
+    """
+    from gan import runs
+
+    run_dir: Path = args.run_dir
+    if args.resume and (overrides or args.config):
+        raise UsageError(
+            f"--resume continues the run with its saved config; remove {_flags(overrides, args.config)}."
+        )
+    if not runs.is_run(run_dir):
+        log.info(
+            "%s: waiting up to %.0f s for worker 0 to create %s",
+            cluster.describe(),
+            CHIEF_RUN_WAIT_SECONDS,
+            run_dir / runs.CONFIG_FILE,
+        )
+        deadline = time.monotonic() + CHIEF_RUN_WAIT_SECONDS
+        while not runs.is_run(run_dir):
+            if time.monotonic() > deadline:
+                raise UsageError(
+                    f"worker {cluster.index} waited {CHIEF_RUN_WAIT_SECONDS:.0f} s for "
+                    f"{run_dir / runs.CONFIG_FILE}, which worker 0 (the chief) creates. Start worker 0 with "
+                    f"the same command, and put {run_dir} on a filesystem that every worker mounts."
+                )
+            time.sleep(0.5)
+    config = runs.load_config(run_dir)
+    if config.strategy != "multi_worker":
+        raise UsageError(
+            f"run {run_dir} trains with strategy {config.strategy}, not multi_worker, so it has no place "
+            f"for worker {cluster.index} of TF_CONFIG; choose a multi_worker run or unset TF_CONFIG."
+        )
+    ignored = [
+        name
+        for name, value in overrides.items()
+        if getattr(config, name) != value and not (name == "precision" and value == "auto")
+    ]
+    if ignored:
+        log.warning(
+            "%s trains with the settings of %s; this worker's %s differ and are ignored",
+            cluster.describe(),
+            run_dir / runs.CONFIG_FILE,
+            " ".join("--" + name.replace("_", "-") for name in ignored),
+        )
 
 
 def _check_new_run_dir(run_dir: Path) -> None:
@@ -399,7 +490,10 @@ def _check_data(config: TrainConfig) -> None:
 
 
 def _flags(overrides: dict, config_path) -> str:
-    flags = ["--" + name.replace("_", "-") for name in overrides]
+    # A bool field set to False came from its --no- switch.
+    flags = [
+        "--" + ("no-" if value is False else "") + name.replace("_", "-") for name, value in overrides.items()
+    ]
     if config_path:
         flags.append("--config")
     return " ".join(flags)
@@ -759,8 +853,10 @@ def main(argv: list[str] | None = None) -> int:
     # a GPU, grappler notes) bury the trainer's own log. Set the variable to 0 to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
-    # TensorFlow's absl logger reports every checkpoint shard at INFO.
+    # TensorFlow's absl logger reports every checkpoint shard at INFO, and its "tensorflow" logger
+    # every collective operation that a multi_worker trainer builds.
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except InputError as error:

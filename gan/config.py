@@ -18,7 +18,7 @@ from gan.errors import InputError, format_value
 
 MODEL_KINDS = ("dcgan", "conditional")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 KERAS_DATASETS = ("mnist", "fashion_mnist")
 
 # The largest seed: keras.utils.set_random_seed passes the seed to numpy's
@@ -118,13 +118,28 @@ class TrainConfig:
     strategy: str = _field(
         "auto",
         "optimisation",
-        "tf.distribute strategy: auto (mirrored over 2+ GPUs, else one device), "
-        "default, mirrored or multi_worker (cluster from TF_CONFIG).",
+        "tf.distribute strategy: auto (mirrored over 2+ GPUs, else one device), default, mirrored, "
+        "or multi_worker for several machines: run the same train command once per worker, each with "
+        "TF_CONFIG in its environment listing every worker's host:port and its own index. Worker 0 "
+        "(the chief) writes the run folder, which every worker must see; see docs/scaling.md.",
     )
+    # bfloat16 on a CPU with native bf16 instructions trained about 1.4x faster per epoch and
+    # scored within run-to-run noise of float32 over 30 epochs (docs/benchmarks.md).
     precision: str = _field(
-        "float32",
+        "auto",
         "optimisation",
-        "float32, or the Keras mixed precision policy mixed_float16 or mixed_bfloat16.",
+        "auto, float32, or the Keras mixed precision policy mixed_float16 or mixed_bfloat16. "
+        "auto picks mixed_bfloat16 on a machine without a GPU whose CPU has bf16 instructions "
+        "(avx512_bf16 or amx_bf16) and float32 elsewhere; the first trainer start writes its "
+        "choice into config.json, so a resume keeps it.",
+    )
+    # Keras 3.15's own default (jit_compile="auto") turns XLA on only with a GPU and no
+    # tf.distribute strategy. This field makes the choice explicit and the same on every machine.
+    jit_compile: bool = _field(
+        False,
+        "optimisation",
+        "Compile the train step with XLA (Keras compile(jit_compile=True)); meant for GPUs. On the "
+        "2-core AMD EPYC CPU of docs/benchmarks.md, training with XLA was measured slower than without.",
     )
 
     # Checkpoints and samples
@@ -231,6 +246,8 @@ class TrainConfig:
         _require_choice(self, "model", MODEL_KINDS)
         _require_choice(self, "strategy", STRATEGIES)
         _require_choice(self, "precision", PRECISIONS)
+        if not isinstance(self.jit_compile, bool):
+            raise ConfigError(f"jit_compile must be true or false, got {format_value(self.jit_compile)}.")
         if not isinstance(self.data, str) or not self.data.strip():
             raise ConfigError(
                 f"data must be one of {', '.join(KERAS_DATASETS)} or a path, got {format_value(self.data)}."
@@ -358,7 +375,9 @@ def _path_exists(text: str) -> bool:
 def _json_type_error(name: str, value: Any) -> str | None:
     """Return a message when a config.json value has the wrong JSON type for field ``name``, else None."""
     annotation = str(TrainConfig.__dataclass_fields__[name].type)
-    if "float" in annotation:
+    if annotation == "bool":
+        valid, kind = isinstance(value, bool), "true or false"
+    elif "float" in annotation:
         valid, kind = _is_number(value), "a number"
     elif "int" in annotation:
         valid, kind = _is_int(value), "an integer"

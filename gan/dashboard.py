@@ -174,10 +174,32 @@ def runs_frame(infos: Sequence[runs.RunInfo]) -> pd.DataFrame:
                 "ETA": format_duration(info.eta_seconds) if live else "",
                 "model": info.model,
                 "data": info.data,
+                "precision": info.precision,
+                "jit_compile": "on" if info.jit_compile else "off",
             }
         )
     columns = ["run", "state", "epoch", "step", "images/s", "ETA", "model", "data"]
+    columns += ["precision", "jit_compile"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def run_devices_text(name: str, status: Mapping[str, Any]) -> str:
+    """Describe the devices that a run's trainer recorded in status.json, for the Train page.
+
+    For a status.json without the ``devices`` list (a run not started yet, or
+    trained by a version that did not record it), the sentence states that the list is missing.
+    """
+    listed = status.get("devices")
+    if not isinstance(listed, list) or not listed:
+        return (
+            f"Run {name}: its status.json lists no devices. The trainer records them when it starts; "
+            "runs trained before the list existed have none."
+        )
+    text = f"Run {name}: its trainer's TensorFlow saw {', '.join(map(str, listed))}."
+    replicas = status.get("replica_devices")
+    if isinstance(replicas, list) and replicas:
+        text += f" Its strategy's {len(replicas)} replica(s) used {', '.join(map(str, replicas))}."
+    return text
 
 
 def progress_fraction(step: int, total_steps: int) -> float:

@@ -349,5 +349,7 @@ def load_generator(run_dir: str | Path, checkpoint_step: int | None = None):
         raise checkpoints.CheckpointError(
             f"run {run_dir.name} has no checkpoint and no {runs.GENERATOR_FILE} yet; train it first."
         )
-    generator = build_generator(config.latent_dim, config.width, info.num_classes)
+    # The trainer's own policy, so that the digits match its sample grids and generator.keras.
+    policy = None if config.precision == "auto" else config.precision
+    generator = build_generator(config.latent_dim, config.width, info.num_classes, dtype_policy=policy)
     return checkpoints.restore_generator(generator, info)

@@ -17,25 +17,33 @@ IMAGE_SHAPE = (28, 28, 1)
 LABEL_EMBEDDING_DIM = 50
 
 
-def build_generator(latent_dim: int, width: int = 64, num_classes: int | None = None) -> keras.Model:
+def build_generator(
+    latent_dim: int,
+    width: int = 64,
+    num_classes: int | None = None,
+    dtype_policy: str | None = None,
+) -> keras.Model:
     """Build G: z (and a class label when ``num_classes`` is set) -> image in [-1, 1].
 
     ``width`` is the filter count of the last hidden layer; earlier layers
-    have 2x and 4x as many.
+    have 2x and 4x as many. ``dtype_policy`` (such as ``"mixed_bfloat16"``)
+    sets the Keras dtype policy of the hidden layers; None takes the global
+    policy. The output layer computes in float32 under every policy.
     """
+    policy = {} if dtype_policy is None else {"dtype": dtype_policy}
     latent = keras.Input(shape=(latent_dim,), name="latent")
     inputs = [latent]
     x = latent
     if num_classes is not None:
         label = keras.Input(shape=(), dtype="int32", name="label")
         inputs.append(label)
-        embedded = layers.Embedding(num_classes, LABEL_EMBEDDING_DIM, name="label_embedding")(label)
-        x = layers.Concatenate(name="latent_and_label")([latent, embedded])
+        embedded = layers.Embedding(num_classes, LABEL_EMBEDDING_DIM, name="label_embedding", **policy)(label)
+        x = layers.Concatenate(name="latent_and_label", **policy)([latent, embedded])
 
-    x = layers.Dense(7 * 7 * 4 * width, use_bias=False, name="project")(x)
-    x = layers.BatchNormalization(name="project_bn")(x)
-    x = layers.ReLU()(x)
-    x = layers.Reshape((7, 7, 4 * width))(x)
+    x = layers.Dense(7 * 7 * 4 * width, use_bias=False, name="project", **policy)(x)
+    x = layers.BatchNormalization(name="project_bn", **policy)(x)
+    x = layers.ReLU(**policy)(x)
+    x = layers.Reshape((7, 7, 4 * width), **policy)(x)
 
     # 7x7 -> 7x7 -> 14x14 -> 28x28
     for index, (filters, strides) in enumerate([(2 * width, 1), (width, 2)]):
@@ -46,9 +54,10 @@ def build_generator(latent_dim: int, width: int = 64, num_classes: int | None = 
             padding="same",
             use_bias=False,
             name=f"deconv{index + 1}",
+            **policy,
         )(x)
-        x = layers.BatchNormalization(name=f"deconv{index + 1}_bn")(x)
-        x = layers.ReLU()(x)
+        x = layers.BatchNormalization(name=f"deconv{index + 1}_bn", **policy)(x)
+        x = layers.ReLU(**policy)(x)
     # The output stays float32 under mixed precision so that images are exact in [-1, 1].
     images = layers.Conv2DTranspose(
         1,
@@ -90,10 +99,12 @@ def build_discriminator(width: int = 64, num_classes: int | None = None) -> kera
 class DCGAN(keras.Model):
     """Generator and discriminator trained adversarially under ``model.fit``.
 
-    Each ``train_step`` updates the discriminator, then the generator, each
-    with its own optimizer and with fresh latent noise drawn from
-    ``self.seed_generator``. Its state is a variable saved in checkpoints, so
-    a resumed run draws the same noise as an uninterrupted one.
+    Each ``train_step`` runs the generator once and the discriminator on the
+    real and the generated batch, then updates both networks from that one
+    forward pass, each with its own optimizer. The latent noise is drawn
+    fresh for every step from ``self.seed_generator``. Its state is a
+    variable saved in checkpoints, so a resumed run draws the same noise as
+    an uninterrupted one.
     """
 
     def __init__(
@@ -138,8 +149,10 @@ class DCGAN(keras.Model):
         self,
         d_optimizer: keras.optimizers.Optimizer,
         g_optimizer: keras.optimizers.Optimizer,
+        jit_compile: bool = False,
     ):
-        super().compile()
+        """Set both optimizers; ``jit_compile`` makes ``fit`` compile the train step with XLA."""
+        super().compile(jit_compile=jit_compile)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
 
@@ -156,13 +169,18 @@ class DCGAN(keras.Model):
 
     def _mean_loss(self, labels, logits):
         # The per-replica mean divided by the replica count: gradients are
-        # summed across replicas, so the sum is the mean over the global batch.
+        # summed across replicas, so the sum is the mean over the global batch
+        # when every replica has a batch of the same size. Under multi_worker
+        # that always holds: the trainer drops each epoch's partial last batch
+        # and requires a batch_size that splits evenly over the replicas.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return tf.reduce_mean(self.bce(labels, logits)) / replicas
 
     def _noise(self, batch_size):
         # Every replica advances the same seed state, so the replica id is
-        # folded into the key to give each replica its own noise.
+        # folded into the key to give each replica its own noise. The id is
+        # global: under MultiWorkerMirroredStrategy it counts the replicas of
+        # all workers, so no two workers draw the same noise.
         seed = self.seed_generator.next()
         replica = tf.distribute.get_replica_context()
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
@@ -178,26 +196,25 @@ class DCGAN(keras.Model):
         ones = tf.ones((batch_size, 1))
         zeros = tf.zeros((batch_size, 1))
 
-        # Discriminator: score real digits as 1 and digits made from fresh noise as 0.
+        # One forward pass serves both updates: D learns to score real digits
+        # as 1 and this batch of fakes as 0, while G learns to make D score the
+        # same fakes as 1. Both gradients come from the networks as they were
+        # before the step, as in the TensorFlow DCGAN tutorial.
         noise = self._noise(batch_size)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake_images = self.generator(self._inputs(noise, labels), training=True)
             real_logits = self.discriminator(self._inputs(real_images, labels), training=True)
             fake_logits = self.discriminator(self._inputs(fake_images, labels), training=True)
             d_loss = self._mean_loss(ones, real_logits) + self._mean_loss(zeros, fake_logits)
-            scaled_loss = self.d_optimizer.scale_loss(d_loss)
-        gradients = tape.gradient(scaled_loss, self.discriminator.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_variables, strict=True))
-
-        # Generator: make the updated discriminator score new fakes as real.
-        noise = self._noise(batch_size)
-        with tf.GradientTape() as tape:
-            fake_images = self.generator(self._inputs(noise, labels), training=True)
-            fake_logits_for_g = self.discriminator(self._inputs(fake_images, labels), training=True)
-            g_loss = self._mean_loss(ones, fake_logits_for_g)
-            scaled_loss = self.g_optimizer.scale_loss(g_loss)
-        gradients = tape.gradient(scaled_loss, self.generator.trainable_variables)
-        self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_variables, strict=True))
+            g_loss = self._mean_loss(ones, fake_logits)
+            d_scaled = self.d_optimizer.scale_loss(d_loss)
+            g_scaled = self.g_optimizer.scale_loss(g_loss)
+        d_variables = self.discriminator.trainable_variables
+        g_variables = self.generator.trainable_variables
+        d_gradients = d_tape.gradient(d_scaled, d_variables)
+        g_gradients = g_tape.gradient(g_scaled, g_variables)
+        self.d_optimizer.apply_gradients(zip(d_gradients, d_variables, strict=True))
+        self.g_optimizer.apply_gradients(zip(g_gradients, g_variables, strict=True))
 
         # Report per-example means; the trackers average them over the epoch.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -205,7 +222,20 @@ class DCGAN(keras.Model):
         self.g_loss_tracker.update_state(g_loss * replicas)
         self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
         self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
-        return {metric.name: metric.result() for metric in self.metrics}
+        results = {metric.name: metric.result() for metric in self.metrics}
+        if _spans_workers(tf.distribute.get_strategy()):
+            # Keras 3.15 averages each output of a multi-worker step with
+            # strategy.reduce(MEAN, axis=0), which rejects scalars. A shape (1,)
+            # output reduces to the same scalar: the mean over all replicas.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
+
+def _spans_workers(strategy: tf.distribute.Strategy) -> bool:
+    """Tell whether ``strategy`` is a MultiWorkerMirroredStrategy with replicas on more than one worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
 
 
 def build_gan(
@@ -218,6 +248,7 @@ def build_gan(
     beta_1: float,
     beta_2: float,
     loss_scaling: bool = False,
+    jit_compile: bool = False,
 ) -> DCGAN:
     """Build, compile and build the optimizers of a DCGAN; call inside a strategy scope."""
     generator = build_generator(latent_dim, width, num_classes)
@@ -228,6 +259,6 @@ def build_gan(
     if loss_scaling:
         d_optimizer = keras.optimizers.LossScaleOptimizer(d_optimizer)
         g_optimizer = keras.optimizers.LossScaleOptimizer(g_optimizer)
-    gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
+    gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=jit_compile)
     gan.build_optimizers()
     return gan

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gan import __version__, faults
+from gan.cluster import require_chief_for_launch
 from gan.config import ConfigError, TrainConfig
 from gan.errors import InputError, RunLockedError
 
@@ -114,6 +115,8 @@ class RunInfo:
     heartbeat: float | None
     model: str
     data: str
+    precision: str
+    jit_compile: bool
     last_error: str | None
     # Damaged config.json or status.json values that the fields above replace with defaults.
     warnings: tuple[str, ...] = ()
@@ -217,6 +220,22 @@ def create_run(run_dir: str | Path, config: TrainConfig) -> Path:
     return run_dir
 
 
+def rewrite_config(run_dir: str | Path, config: TrainConfig) -> None:
+    """Replace a run's config.json with ``config``, keeping its version and its time of creation.
+
+    The trainer calls this once, to record what a setting such as
+    ``precision="auto"`` resolved to, so that every resume uses the same.
+    The file's modification time is the run's creation time (see
+    ``created_time``), so it is put back after the write.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    config.validate()
+    created = path.stat().st_mtime_ns
+    version = (read_json(path) or {}).get("version", __version__)
+    write_atomic(path, json.dumps({"version": version, **config.to_dict()}, indent=2))
+    os.utime(path, ns=(created, created))
+
+
 def load_config(run_dir: str | Path) -> TrainConfig:
     """Read a run's config.json; raise ConfigError naming the file when it is damaged.
 
@@ -250,7 +269,9 @@ def _config_type_error(config: TrainConfig) -> str | None:
         annotation = str(field.type)
         if value is None and "None" in annotation:
             continue
-        if "float" in annotation:
+        if annotation == "bool":
+            valid, kind = isinstance(value, bool), "true or false"
+        elif "float" in annotation:
             valid, kind = _is_number(value), "a number"
         elif "int" in annotation:
             valid, kind = _is_number(value) and isinstance(value, int), "a whole number"
@@ -446,6 +467,8 @@ def run_info(run_dir: str | Path) -> RunInfo:
         heartbeat=number_or_none("heartbeat"),
         model=str(config.get("model", "")),
         data=str(config.get("data", "")),
+        precision=str(config.get("precision", "")),
+        jit_compile=config.get("jit_compile") is True,
         last_error=None if last_error is None else str(last_error),
         warnings=tuple(warnings),
     )
@@ -490,10 +513,13 @@ def launch(
 
     The trainer runs in a new session with stdout and stderr appended to
     ``train.log``, so it outlives the page or shell that started it. A run that
-    is already starting, running or stopping is rejected with RunError.
+    is already starting, running or stopping is rejected with RunError. A
+    ``multi_worker`` run starts only as the chief of this process's
+    ``TF_CONFIG``; ClusterConfigError is raised before any file is written.
     """
     run_dir = Path(run_dir)
-    load_config(run_dir)
+    config = load_config(run_dir)
+    require_chief_for_launch(config.strategy)
     with exclusive_lock(run_dir / LAUNCH_LOCK_FILE):
         status = read_status(run_dir)
         if status["state"] in LIVE_STATES:

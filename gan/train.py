@@ -4,6 +4,9 @@
 ``model.fit``, with one ``fit`` call per epoch. A run resumed in the middle of
 an epoch therefore gets the rest of that epoch's batches in the same order.
 It holds the run's lock throughout and writes every file of the run folder.
+In a ``multi_worker`` run, only the chief (worker 0 of ``TF_CONFIG``) does
+both; the other workers train the same steps and write nothing there (see
+``gan.multiworker``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gan import checkpoints, data, faults, runs
-from gan.config import TrainConfig
+from gan import checkpoints, data, faults, multiworker, runs
+from gan.cluster import Cluster, check_batch_split, read_cluster
+from gan.config import PRECISIONS, ConfigError, TrainConfig
 from gan.errors import InputError, StorageError
 from gan.generate import generate_images, grid_image, sample_seeds, save_png
 from gan.model import DCGAN, build_gan
@@ -56,27 +60,70 @@ def configure_devices() -> list[str]:
     return [gpu.name for gpu in gpus]
 
 
+def describe_devices() -> list[str]:
+    """List every physical device visible to TensorFlow, then its logical devices when they differ.
+
+    Logical devices differ when a process has split a physical device, for
+    example one CPU into two with ``tf.config.set_logical_device_configuration``.
+    Call this after ``configure_devices``: listing logical devices initialises
+    TensorFlow's runtime, after which GPU memory growth can no longer be set.
+    """
+    physical = tf.config.list_physical_devices()
+    described = [_physical_device_label(device) for device in physical]
+    logical = [device.name for device in tf.config.list_logical_devices()]
+    # By default each physical device has one logical device of the same type and index.
+    one_to_one = [device.name.replace("/physical_device:", "/device:") for device in physical]
+    if sorted(logical) != sorted(one_to_one):
+        described += logical
+    return described
+
+
+def _physical_device_label(device) -> str:
+    """Return a physical device's name, with the model name that TensorFlow reports for GPUs."""
+    if device.device_type != "GPU":
+        return device.name
+    # NOTE: this branch has not run on a GPU; the tests run on CPU-only machines.
+    try:
+        model = tf.config.experimental.get_device_details(device).get("device_name")
+    except (ValueError, RuntimeError):
+        model = None
+    return f"{device.name} ({model})" if model else device.name
+
+
+def replica_devices(strategy: tf.distribute.Strategy) -> list[str]:
+    """Return the devices that the strategy's replicas run on.
+
+    The default strategy has no device list, so its one replica is given as
+    the device where TensorFlow places operations by default, the first GPU or else the first CPU.
+    """
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:
+        gpus = tf.config.list_logical_devices("GPU")
+        return [(gpus or tf.config.list_logical_devices("CPU"))[0].name]
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """Return the tf.distribute strategy that ``TrainConfig.strategy`` names.
 
     ``auto`` mirrors across all GPUs when there are two or more and uses the
     default (one device) strategy otherwise. ``mirrored`` uses every GPU, or
     every logical CPU device when there is no GPU. ``multi_worker`` reads the
-    cluster from ``TF_CONFIG``.
+    cluster from ``TF_CONFIG`` and waits for all its workers; it must be
+    created before anything initialises TensorFlow's runtime.
     """
+    if name == "multi_worker":
+        # Before the device listing below, which initialises the runtime.
+        return multiworker.create_strategy(read_cluster())
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = [device.name for device in gpus] or [
-            device.name for device in tf.config.list_logical_devices("CPU")
-        ]
-        return tf.distribute.MirroredStrategy(devices)
-    # NOTE: multi-worker training has been run only as a single worker here;
-    # every worker writes the same run folder, so give non-chief workers their own.
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = [device.name for device in gpus] or [
+        device.name for device in tf.config.list_logical_devices("CPU")
+    ]
+    return tf.distribute.MirroredStrategy(devices)
 
 
 # Run state ------------------------------------------------------------------
@@ -159,19 +206,27 @@ class RunCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         trainer = self.trainer
+        config = trainer.config
         logs = logs or {}
+        now = time.time()
         # Checked before the step counts, so that no file and no checkpoint records a bad step.
         losses = {name: float(logs[name]) for name in ("d_loss", "g_loss") if name in logs}
         if faults.nan_loss(trainer.progress.step + 1):
             losses = {name: math.nan for name in losses}
-        if not all(math.isfinite(value) for value in losses.values()):
+        diverged_here = not all(math.isfinite(value) for value in losses.values())
+        due_by_time = now - trainer.last_checkpoint_time >= 60 * config.checkpoint_every_minutes
+        # The workers of a multi-worker run decide these together, because their clocks and
+        # signals differ. So all of them stop or write a checkpoint after the same step.
+        diverged, due_by_time, stop = trainer.agree(diverged_here, due_by_time, trainer.stop_requested)
+        if diverged:
+            if not diverged_here:
+                losses = {"a loss of another worker": math.nan}
             trainer.record_divergence(trainer.progress.step + 1, self.epoch_index + 1, losses)
             self.model.stop_training = True
             return
         trainer.progress.step += 1
         self.epoch_batches += 1
         trainer.step_variable.assign(trainer.progress.step)
-        config = trainer.config
         if "d_loss" in losses:
             # Keras reports the running mean over the epoch, so this step's own d_loss is the
             # difference of two running sums.
@@ -181,22 +236,25 @@ class RunCallback(keras.callbacks.Callback):
 
         if trainer.progress.step % config.log_every_steps == 0:
             self._write_metrics_row(logs)
-        now = time.time()
         if now - trainer.last_heartbeat >= HEARTBEAT_SECONDS:
             trainer.write_running_status(now)
         # The epoch end saves a checkpoint anyway, with the epoch counted as done.
         last_batch = self.epoch_batches == trainer.progress.steps_per_epoch
         due_by_steps = trainer.progress.step - trainer.last_checkpoint_step >= config.checkpoint_every_steps
-        due_by_time = now - trainer.last_checkpoint_time >= 60 * config.checkpoint_every_minutes
         if (due_by_steps or due_by_time) and not last_batch:
             trainer.save_checkpoint()
         faults.point(f"step:{trainer.progress.step}")
-        if trainer.stop_requested:
+        if stop and not trainer.stop_requested:
+            log.info("another worker received a stop signal; this worker stops after the same step")
+            trainer.stop_requested = True
+        if stop:
             if not self.model.stop_training:
                 trainer.write_running_status(now, state="stopping")
             self.model.stop_training = True
 
     def _write_metrics_row(self, logs: dict[str, Any]) -> None:
+        if not self.trainer.writes_run_folder:
+            return
         names = ("d_loss", "g_loss", "d_real", "d_fake")
         sums = {name: float(logs[name]) * self.epoch_batches for name in names if name in logs}
         if len(sums) < len(names):
@@ -226,10 +284,20 @@ def _rounded(row: dict[str, Any]) -> dict[str, Any]:
 class Trainer:
     """Trains one run folder; created and driven by ``train``."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig, on_progress: ProgressCallback | None):
+    def __init__(
+        self,
+        run_dir: Path,
+        config: TrainConfig,
+        on_progress: ProgressCallback | None,
+        cluster: Cluster | None = None,
+    ):
         self.run_dir = run_dir
         self.config = config
         self.on_progress = on_progress
+        self.cluster = cluster  # the workers of a multi_worker run, None for one process
+        self.sync: multiworker.WorkerSync | None = None  # set once the cluster has formed
+        self.multi_worker_strategy: tf.distribute.MultiWorkerMirroredStrategy | None = None
+        self.signal_handler: Callable | None = None  # handler of SIGTERM and SIGINT, set by train()
         self.stop_requested = False
         self.restored_epoch_means: list[np.ndarray] | None = None
         self.warnings: list[str] = []  # problems this trainer recovered from, shown in status.json
@@ -242,37 +310,101 @@ class Trainer:
         self.quality_dataset: str | None = None  # the classifier that scores samples, None for no metrics
         self.best_frechet_distance = math.inf
         self.epochs_columns = runs.EPOCHS_COLUMNS
+        self.devices: list[str] = []  # every device visible to TensorFlow, shown in status.json
+        self.replica_devices: list[str] = []  # the devices of the strategy's replicas
+
+    @property
+    def writes_run_folder(self) -> bool:
+        """Tell whether this process writes the run folder: the only trainer, or a cluster's chief."""
+        return self.cluster is None or self.cluster.is_chief
+
+    def install_signal_handlers(self) -> None:
+        """Install ``signal_handler`` for SIGTERM and SIGINT.
+
+        Creating a MultiWorkerMirroredStrategy replaces the SIGTERM handler
+        with TensorFlow's own (TensorFlow 2.21), so setup installs it again.
+        """
+        if self.signal_handler is not None:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self.signal_handler)
+
+    def agree(self, *flags: bool) -> list[bool]:
+        """Return each flag set if it is set on any worker; one process returns its own flags.
+
+        In a multi-worker run this is a collective operation, so every worker
+        calls it at the same point.
+        """
+        if self.sync is None:
+            return list(flags)
+        return self.sync.any(flags)
+
+    def stop_agreed(self) -> bool:
+        """Return whether any worker has received a stop; a collective operation in a multi-worker run."""
+        if self.sync is not None:
+            (stop,) = self.sync.any([self.stop_requested])
+            if stop and not self.stop_requested:
+                log.info("another worker received a stop signal; this worker stops with it")
+            self.stop_requested = stop
+        return self.stop_requested
 
     # Setup
 
     def setup(self, resume: bool) -> None:
         config = self.config
         gpus = configure_devices()
+        if self.cluster is not None:
+            # TensorFlow configures collective ops only before its runtime starts, which
+            # describe_devices does, so the cluster forms first.
+            self.multi_worker_strategy = make_strategy(config.strategy)
+            self.sync = multiworker.WorkerSync(self.multi_worker_strategy, self.cluster)
+            self.install_signal_handlers()
+        self.devices = describe_devices()
         log.info(
-            "devices: %s",
-            ", ".join(gpus) if gpus else "no GPU visible, training on the CPU",
+            "devices: %s (%s)",
+            ", ".join(self.devices),
+            f"GPUs: {', '.join(gpus)}" if gpus else "no GPU visible, training on the CPU",
         )
+        if config.precision == "auto":
+            config = self.config = self._resolve_auto_precision(gpus)
+        if self.sync is not None:
+            # Workers on different hardware may resolve "auto" differently; all train with the chief's.
+            precision = self.sync.chief_choice(config.precision, PRECISIONS)
+            if precision != config.precision:
+                log.info("precision %s of the chief replaces this worker's %s", precision, config.precision)
+                config = self.config = replace(config, precision=precision)
         keras.mixed_precision.set_global_policy(config.precision)
 
         dataset = data.load_images(config.data, max_images=config.max_images)
         config.validate(num_images=len(dataset.images))
         self.images, self.labels = dataset.images, dataset.labels
         self.num_classes = dataset.num_classes if config.conditional else None
-        steps = data.steps_per_epoch(len(self.images), config.batch_size)
-        self.progress = Progress(config.epochs, steps, len(self.images), config.batch_size)
+        # Under multi_worker a partial last batch could leave a replica without images, which
+        # fails its step or makes its batch statistics NaN, so every epoch drops that batch.
+        # NOTE: mirrored keeps it, and fails when it is smaller than the replica count.
+        self.drop_remainder = self.cluster is not None
+        steps = data.steps_per_epoch(len(self.images), config.batch_size, drop_remainder=self.drop_remainder)
+        images_per_epoch = steps * config.batch_size if self.drop_remainder else len(self.images)
+        self.progress = Progress(config.epochs, steps, images_per_epoch, config.batch_size)
         log.info(
             "data: %s, %d images of 28x28, %d steps per epoch",
             config.data,
             len(self.images),
             steps,
         )
+        if images_per_epoch < len(self.images):
+            log.info(
+                "each epoch trains on %d of the %d images and leaves out the last %d of its random "
+                "order, so that every step of every worker has a full batch",
+                images_per_epoch,
+                len(self.images),
+                len(self.images) - images_per_epoch,
+            )
 
-        self.strategy = make_strategy(config.strategy)
-        log.info(
-            "strategy: %s with %d replica(s)",
-            type(self.strategy).__name__,
-            self.strategy.num_replicas_in_sync,
-        )
+        self.strategy = self._setup_strategy()
+        if self.cluster is not None:
+            check_batch_split(
+                config.batch_size, self.strategy.num_replicas_in_sync, "replicas of this multi_worker cluster"
+            )
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.gan: DCGAN = build_gan(
@@ -285,16 +417,74 @@ class Trainer:
                 beta_1=config.beta_1,
                 beta_2=config.beta_2,
                 loss_scaling=config.precision == "mixed_float16",
+                jit_compile=config.jit_compile,
             )
             self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        if config.jit_compile and not self.gan.jit_compile:
+            log.warning(
+                "jit_compile is on in %s, but Keras turned it off: a layer of the model does not "
+                "support XLA, or TensorFlow's op determinism is enabled; training runs without XLA",
+                runs.CONFIG_FILE,
+            )
+        log.info("precision: %s, jit_compile: %s", config.precision, self.gan.jit_compile)
+        training_checkpoint = checkpoints.training_checkpoint(
+            self.gan, self.epoch_variable, self.step_variable
+        )
         self.store = checkpoints.CheckpointStore(
             self.run_dir / runs.CHECKPOINTS_DIR,
-            checkpoints.training_checkpoint(self.gan, self.epoch_variable, self.step_variable),
+            training_checkpoint,
             max_to_keep=config.checkpoints_kept,
         )
+        self.checkpoint_writer: checkpoints.CheckpointStore | checkpoints.ScratchCheckpointWriter = self.store
+        if not self.writes_run_folder:
+            self.checkpoint_writer = checkpoints.ScratchCheckpointWriter(
+                training_checkpoint, prefix=f"gan-worker{self.cluster.index}-checkpoint-"
+            )
         self._restore_or_start(resume)
         self._setup_quality()
+
+    def _resolve_auto_precision(self, gpus: list[str]) -> TrainConfig:
+        """Pick the dtype policy that ``precision="auto"`` means here and record it in config.json."""
+        from gan import devices
+
+        flags = devices.cpu_flags()
+        precision = devices.auto_precision(gpus, flags)
+        if gpus:
+            reason = "a GPU is visible; choose mixed_float16 for its speed"
+        elif precision == "mixed_bfloat16":
+            found = ", ".join(flag for flag in devices.BF16_CPU_FLAGS if flag in flags)
+            reason = f"the CPU has bf16 instructions ({found})"
+        else:
+            reason = "the CPU has no bf16 instructions, so bfloat16 would be emulated"
+        resolved = replace(self.config, precision=precision)
+        if not self.writes_run_folder:
+            log.info("precision auto resolved to %s on this worker: %s", precision, reason)
+            return resolved
+        log.info("precision auto resolved to %s: %s; recorded in %s", precision, reason, runs.CONFIG_FILE)
+        runs.rewrite_config(self.run_dir, resolved)
+        return resolved
+
+    def _setup_strategy(self) -> tf.distribute.Strategy:
+        """Create the run's strategy, record its replica devices and reject XLA over several replicas."""
+        config = self.config
+        strategy = self.multi_worker_strategy or make_strategy(config.strategy)
+        self.replica_devices = replica_devices(strategy)
+        log.info(
+            "strategy: %s with %d replica(s) on %s",
+            type(strategy).__name__,
+            strategy.num_replicas_in_sync,
+            ", ".join(self.replica_devices),
+        )
+        if config.jit_compile and strategy.num_replicas_in_sync > 1:
+            # Keras compiles the whole distributed step as one XLA function, and XLA cannot reach the
+            # variables that other replicas hold on their own devices (TensorFlow 2.21).
+            raise ConfigError(
+                f"jit_compile cannot train with {strategy.num_replicas_in_sync} replicas "
+                f"(strategy {config.strategy}): XLA compiles one step on one device. "
+                "Train a new run with jit_compile off, or with strategy default."
+            )
+        return strategy
 
     def _setup_quality(self) -> None:
         """Pick the classifier that scores samples, and the columns of epochs.csv rows."""
@@ -320,26 +510,25 @@ class Trainer:
             )
 
     def _restore_or_start(self, resume: bool) -> None:
-        existing = self.store.complete()
-        if existing and not resume:
-            raise runs.RunError(
-                f"run {self.run_dir} already has checkpoints; continue it with --resume "
-                "or start a new run folder."
-            )
-        restored = None
-        if resume and existing:
-            restored, skipped = self.store.restore_latest()
-            self.warnings.extend(skipped)
-            self.progress.epoch = int(self.epoch_variable.numpy())
-            self.progress.step = int(self.step_variable.numpy())
-            if self.progress.step > self.progress.epoch * self.progress.steps_per_epoch:
-                self.restored_epoch_means = [v.numpy() for v in self.gan.metrics_variables]
+        try:
+            restored = self._restore(resume)
+        except (runs.RunError, checkpoints.CheckpointError):
+            if self.sync is not None:
+                self._check_same_start(failed=True)
+            raise
+        if self.sync is not None:
+            self._check_same_start(failed=False)
+        if restored is not None and self.progress.step > self.progress.epoch * self.progress.steps_per_epoch:
+            # Reading these summed variables is a collective operation in a multi-worker run,
+            # which is why it comes after every worker has restored the same checkpoint.
+            self.restored_epoch_means = [v.numpy() for v in self.gan.metrics_variables]
         self.last_checkpoint_step = self.progress.step
-        # Rows the previous trainer wrote after its last checkpoint will be replayed.
-        runs.truncate_history(self.run_dir / runs.METRICS_FILE, "step", self.progress.step)
-        runs.truncate_history(self.run_dir / runs.EPOCHS_FILE, "epoch", self.progress.epoch)
-        runs.truncate_history(self.run_dir / runs.ALERTS_FILE, "step", self.progress.step)
-        self._keep_best_of_restored_epochs()
+        if self.writes_run_folder:
+            # Rows the previous trainer wrote after its last checkpoint will be replayed.
+            runs.truncate_history(self.run_dir / runs.METRICS_FILE, "step", self.progress.step)
+            runs.truncate_history(self.run_dir / runs.EPOCHS_FILE, "epoch", self.progress.epoch)
+            runs.truncate_history(self.run_dir / runs.ALERTS_FILE, "step", self.progress.step)
+            self._keep_best_of_restored_epochs()
         if restored is not None:
             log.info(
                 "resumed from %s: epoch %d, step %d, optimizer iteration %d",
@@ -350,6 +539,47 @@ class Trainer:
             )
         elif resume:
             log.info("no complete checkpoint yet; starting the run from step 0")
+
+    def _restore(self, resume: bool) -> checkpoints.CheckpointInfo | None:
+        """Restore the newest complete checkpoint when resuming; return it, or None for a start at step 0."""
+        existing = self.store.complete()
+        if existing and not resume:
+            raise runs.RunError(
+                f"run {self.run_dir} already has checkpoints; continue it with --resume "
+                "or start a new run folder."
+            )
+        if not (resume and existing):
+            return None
+        restored, skipped = self.store.restore_latest(mark_broken=self.writes_run_folder)
+        self.warnings.extend(skipped)
+        self.progress.epoch = int(self.epoch_variable.numpy())
+        self.progress.step = int(self.step_variable.numpy())
+        return restored
+
+    def _check_same_start(self, failed: bool) -> None:
+        """Raise RunError on every worker unless all of them start from the same step and epoch.
+
+        ``failed`` marks this worker as unable to start for the others. The
+        call then returns, and its caller raises its own error.
+        """
+        rows = self.sync.gather([float(failed), self.progress.step, self.progress.epoch])
+        if failed:
+            return
+        failed_workers = [str(index) for index, row in enumerate(rows) if row[0]]
+        if failed_workers:
+            raise runs.RunError(
+                f"worker(s) {', '.join(failed_workers)} could not start the run (see their logs), so "
+                "this worker stops too. Start every worker with the same command: --resume on all or none."
+            )
+        starts = [(int(row[1]), int(row[2])) for row in rows]
+        if len(set(starts)) > 1:
+            found = ", ".join(
+                f"worker {index}: step {step}, epoch {epoch}" for index, (step, epoch) in enumerate(starts)
+            )
+            raise runs.RunError(
+                f"the workers restored different checkpoints ({found}). Every worker must see the same "
+                f"run folder {self.run_dir}: put it on a filesystem that all of them mount."
+            )
 
     def _keep_best_of_restored_epochs(self) -> None:
         """Delete best.json and generator_best.keras unless they come from an epoch that is not replayed.
@@ -399,28 +629,36 @@ class Trainer:
             "last_error": error,
             "warnings": self.warnings,
             "alerts": self.alerts,
+            "devices": self.devices,
+            "replica_devices": self.replica_devices,
         }
-        runs.write_status(self.run_dir, status)
+        if self.writes_run_folder:
+            runs.write_status(self.run_dir, status)
         self.last_heartbeat = now
         if self.on_progress:
             self.on_progress(status)
 
     def save_checkpoint(self) -> None:
-        path = self.store.save(
+        """Write the training checkpoint; every worker of a multi-worker run calls this at the same step."""
+        path = self.checkpoint_writer.save(
             step=self.progress.step,
             epoch=self.progress.epoch,
             num_classes=self.num_classes,
         )
         self.last_checkpoint_time = time.time()
         self.last_checkpoint_step = self.progress.step
+        where = "" if self.writes_run_folder else " (the chief keeps it; this worker's copy is deleted)"
         log.info(
-            "checkpoint %s at epoch %d, step %d",
+            "checkpoint %s at epoch %d, step %d%s",
             path.name,
             self.progress.epoch,
             self.progress.step,
+            where,
         )
 
     def export_generator(self, file_name: str = runs.GENERATOR_FILE) -> None:
+        if not self.writes_run_folder:
+            return
         path = self.run_dir / file_name
         temporary = path.with_name(f".{path.stem}.tmp.keras")
         try:
@@ -431,8 +669,10 @@ class Trainer:
             temporary.unlink(missing_ok=True)
             raise
 
-    def write_sample(self, epoch: int) -> Path:
-        """Write the grid of the fixed sample seeds after ``epoch`` completed epochs."""
+    def write_sample(self, epoch: int) -> Path | None:
+        """Write the grid of the fixed sample seeds after ``epoch`` completed epochs; return its path."""
+        if not self.writes_run_folder:
+            return None
         config = self.config
         seeds = sample_seeds(config.sample_seed, config.sample_count)
         labels = _sample_labels(config.sample_count, self.num_classes)
@@ -452,11 +692,12 @@ class Trainer:
         self.write_running_status()
         start_epoch = progress.epoch
         for epoch_index in range(start_epoch, config.epochs):
-            if self.stop_requested:
+            if self.stop_agreed():
                 break
             skip = progress.step - epoch_index * progress.steps_per_epoch
             if epoch_index != start_epoch:
                 skip = 0
+            log.info("training epoch %d/%d from step %d", epoch_index + 1, config.epochs, progress.step)
             epoch_start_step = progress.step
             epoch_started = time.time()
             dataset = data.make_dataset(
@@ -467,6 +708,7 @@ class Trainer:
                 epoch=epoch_index,
                 skip_batches=skip,
                 conditional=config.conditional,
+                drop_remainder=self.drop_remainder,
             )
             callback = RunCallback(self, epoch_index, skip)
             history = self.gan.fit(
@@ -487,7 +729,8 @@ class Trainer:
                     epoch_start_step,
                     time.time() - epoch_started,
                 )
-            if self.stop_requested:
+            # Workers of a multi-worker run agree on a stop at the top of the loop instead.
+            if self.stop_requested and self.sync is None:
                 break
         # An epoch end has just saved everything unless the stop came mid-epoch.
         if self.last_checkpoint_step != progress.step:
@@ -521,7 +764,8 @@ class Trainer:
         report = self._evaluate(progress.epoch)
         if report is not None:
             row.update(_quality_row(report))
-        runs.append_rows(self.run_dir / runs.EPOCHS_FILE, self.epochs_columns, [row])
+        if self.writes_run_folder:
+            runs.append_rows(self.run_dir / runs.EPOCHS_FILE, self.epochs_columns, [row])
         if report is not None:
             self._check_mode_collapse(report)
         self.write_sample(progress.epoch)
@@ -552,6 +796,8 @@ class Trainer:
         config = self.config
         if self.quality_dataset is None or epoch % config.eval_every_epochs != 0:
             return None
+        if not self.writes_run_folder:
+            return None  # only the chief scores the generator
         labels = None
         if self.num_classes is not None:
             labels = metrics.balanced_labels(config.eval_samples, self.num_classes)
@@ -585,7 +831,8 @@ class Trainer:
     def raise_alert(self, kind: str, message: str, step: int, epoch: int) -> None:
         """Append an alert to alerts.csv, to this process's status.json ``alerts`` and to the log."""
         row = {"step": step, "epoch": epoch, "kind": kind, "message": message, "wall_time": time.time()}
-        runs.append_rows(self.run_dir / runs.ALERTS_FILE, runs.ALERTS_COLUMNS, [_rounded(row)])
+        if self.writes_run_folder:
+            runs.append_rows(self.run_dir / runs.ALERTS_FILE, runs.ALERTS_COLUMNS, [_rounded(row)])
         self.alerts.append(_rounded(row))
         log.warning("alert %s at epoch %d, step %d: %s", kind, epoch, step, message)
 
@@ -800,14 +1047,26 @@ def train(
     function could install its handlers, as the CLI does while TensorFlow
     imports. A signal in that list stops the run before its first step.
 
+    A ``multi_worker`` run reads its cluster from ``TF_CONFIG``. There the
+    chief alone takes the lock, writes train.log and the rest of the run
+    folder; the other workers log to stderr only.
+
     Raises RunLockedError when another trainer holds the run, RunError or
-    ConfigError for a bad run folder, and DataError for a bad data source.
-    Any error during training is recorded in status.json as ``failed``.
+    ConfigError for a bad run folder, ClusterConfigError for a bad TF_CONFIG
+    and DataError for a bad data source. Any error during training is
+    recorded in status.json as ``failed``.
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
-    with runs.trainer_lock(run_dir), _logging_to(run_dir / runs.LOG_FILE), _keeping_dtype_policy():
-        trainer = Trainer(run_dir, config, on_progress)
+    # Read before anything is written, so that a bad TF_CONFIG leaves the run folder as it was.
+    cluster = read_cluster() if config.strategy == "multi_worker" else None
+    writes_run_folder = cluster is None or cluster.is_chief
+    # The chief's lock is the lock of the whole cluster. The other workers take none, because they
+    # write nothing in the run folder, and flock does not reach across machines on every filesystem.
+    lock = runs.trainer_lock(run_dir) if writes_run_folder else contextlib.nullcontext()
+    log_file = _logging_to(run_dir / runs.LOG_FILE) if writes_run_folder else contextlib.nullcontext()
+    with lock, log_file, _keeping_dtype_policy():
+        trainer = Trainer(run_dir, config, on_progress, cluster)
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
         def request_stop(signum, frame):
@@ -817,20 +1076,25 @@ def train(
             trainer.stop_requested = True
 
         # Only a flag is set here: the callback acts on it between steps.
-        for signum in previous:
-            signal.signal(signum, request_stop)
+        trainer.signal_handler = request_stop
+        trainer.install_signal_handlers()
         if signals_received:
             log.info("received signal %d while starting; stopping before training", signals_received[0])
             trainer.stop_requested = True
         faults.point("start")
         try:
-            runs.remove_temporary_files(run_dir)
+            if writes_run_folder:
+                runs.remove_temporary_files(run_dir)
             trainer.setup(resume)
             return trainer.run()
         except Exception as error:
             error = _storage_error(error, run_dir) or error
+            if cluster is not None:
+                error = multiworker.lost_worker_error(error) or error
             message = str(error) if isinstance(error, StorageError) else f"{type(error).__name__}: {error}"
             log.error("run failed: %s", message)
+            if not writes_run_folder:
+                raise error from None
             status = runs.read_status(run_dir)
             try:
                 runs.write_status(

@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.logger import get_logger
 
 from gan import dashboard, demo, devices, history, runs
+from gan.cluster import check_batch_split, require_chief_for_launch
 from gan.config import GROUPS, MODEL_KINDS, PRECISIONS, STRATEGIES, TrainConfig, field_group, field_help
 from gan.errors import InputError
 from gan.generate import png_bytes
@@ -70,6 +71,14 @@ def submit_form(runs_dir: Path, limits: demo.DemoLimits | None) -> None:
         dashboard.check_data_file(config)
     except InputError as error:
         st.session_state[ERRORS_KEY] = {dashboard.error_field(str(error)) or "data": str(error)}
+        return
+    try:
+        # A multi_worker run started here is the chief of the server's TF_CONFIG.
+        cluster = require_chief_for_launch(config.strategy)
+        if cluster is not None:
+            check_batch_split(config.batch_size, cluster.num_workers, "workers of TF_CONFIG")
+    except InputError as error:
+        st.session_state[ERRORS_KEY] = {dashboard.error_field(str(error)) or "strategy": str(error)}
         return
 
     try:
@@ -153,6 +162,8 @@ def field_widget(field: Field, error: str | None) -> None:
     help_text = field_help(field.name)
     if field.name in CHOICES:
         st.selectbox(field.name, CHOICES[field.name], key=key, help=help_text, persist_state="session")
+    elif str(field.type) == "bool":
+        st.checkbox(field.name, key=key, help=help_text, persist_state="session")
     elif is_float_field(field):
         st.text_input(
             field.name,
@@ -323,6 +334,23 @@ def render_control_message(run_dir: Path) -> None:
     dismiss_column.button("Dismiss", key="dismiss_control_message", on_click=dismiss_control_message)
 
 
+@st.fragment(run_every=_shared.REFRESH_SECONDS)
+def render_devices(run_dir: Path | None) -> None:
+    """Show the GPUs visible to this server's TensorFlow, and the devices the selected run's trainer recorded.
+
+    It refreshes on a timer because a trainer records its devices a few
+    seconds after its run is started from the form.
+    """
+    gpus = devices.visible_gpus()
+    if gpus:
+        st.caption(f"GPUs visible to TensorFlow: {', '.join(gpus)}.")
+    else:
+        st.info("No GPU is visible to TensorFlow, so training runs on the CPU.")
+    if run_dir is not None and runs.is_run(run_dir):
+        text = dashboard.run_devices_text(run_dir.name, runs.read_status(run_dir))
+        st.caption(dashboard.escape_markdown(text))
+
+
 # Page -------------------------------------------------------------------------------
 
 _shared.run_through_app()
@@ -346,8 +374,5 @@ if run_dir is not None:
     render_run(run_dir, runs_dir, limits)
 
 # Last, because the first call imports TensorFlow, which takes a few seconds.
-gpus = devices.visible_gpus()
-if gpus:
-    device_notice.caption(f"GPUs visible to TensorFlow: {', '.join(gpus)}.")
-else:
-    device_notice.info("No GPU is visible to TensorFlow, so training runs on the CPU.")
+with device_notice.container():
+    render_devices(run_dir)

@@ -148,7 +148,7 @@ def float_flag_cases():
 def text_flag_cases():
     for text in ("wgan", "", LONG, "DCGAN"):
         yield "model", text, ["--model", "must be one of dcgan, conditional"]
-    for name, choices in (("strategy", "auto, default"), ("precision", "float32, mixed_float16")):
+    for name, choices in (("strategy", "auto, default"), ("precision", "auto, float32, mixed_float16")):
         for text in ("tpu", "", LONG):
             yield name, text, [name, f"must be one of {choices}"]
     yield "data", "", ["data", "must be one of mnist, fashion_mnist or a path"]
@@ -157,7 +157,13 @@ def text_flag_cases():
         yield "data", text, ["data", "neither a known dataset (mnist, fashion_mnist) nor an existing path"]
 
 
-TRAIN_FLAG_CASES = [*integer_flag_cases(), *float_flag_cases(), *text_flag_cases()]
+def bool_flag_cases():
+    # A bool field is a switch pair (--jit-compile, --no-jit-compile) that takes no value.
+    for text in ("yes", "true", "", "1"):
+        yield "jit_compile", text, ["--jit-compile", "ignored explicit argument"]
+
+
+TRAIN_FLAG_CASES = [*integer_flag_cases(), *float_flag_cases(), *text_flag_cases(), *bool_flag_cases()]
 
 
 def test_every_field_has_flag_cases():
@@ -375,10 +381,12 @@ def python_config_cases():
     for name, allowed in (
         ("model", "dcgan, conditional"),
         ("strategy", "auto, default, mirrored, multi_worker"),
-        ("precision", "float32, mixed_float16"),
+        ("precision", "auto, float32, mixed_float16"),
     ):
         for value in ("", "other", LONG, None, 1, ["dcgan"]):
             yield name, value, [name, f"must be one of {allowed}"]
+    for value in (1, 0, "true", "", None, [True]):
+        yield "jit_compile", value, ["jit_compile", "must be true or false"]
     for value in ("", " ", None, 5, ["mnist"], {}):
         yield "data", value, ["data", "must be one of mnist, fashion_mnist or a path"]
     for value in ("cifar10", LONG, "a\x00b", "digits\n.npz"):
@@ -419,7 +427,9 @@ def json_type_cases():
     """Wrong JSON types for every field, then values of the right type that validate rejects."""
     for field in fields(TrainConfig):
         annotation = str(field.type)
-        if "float" in annotation:
+        if annotation == "bool":
+            wrong = ['"true"', "1", "0", "[true]", "null"]
+        elif "float" in annotation:
             wrong = ['"0.1"', "true", "[0.1]", '{"value": 0.1}', "null"]
         elif "int" in annotation:
             wrong = ['"20"', "20.0", "2.5", "true", "false", "[20]", "{}"]
@@ -665,7 +675,9 @@ def test_train_form_rejects_every_field(runs_dir):
             set_form_value(at, name, value)
     assert snapshot(runs_dir) == before
     tried_fields = {name for round in FORM_ROUNDS for name, _, _ in round}
-    assert tried_fields == {field.name for field in fields(TrainConfig)} - {"model", "strategy", "precision"}
+    # A select box or a checkbox offers only valid values.
+    choice_fields = {"model", "strategy", "precision", "jit_compile"}
+    assert tried_fields == {field.name for field in fields(TrainConfig)} - choice_fields
 
 
 def test_train_form_rejects_bad_data_files(runs_dir, tmp_path):

@@ -45,7 +45,7 @@ def test_json_ignores_version_key():
         ({"checkpoint_every_minutes": 0}, r"checkpoint_every_minutes must be a number greater than 0"),
         ({"model": "wgan"}, r"model must be one of dcgan, conditional, got 'wgan'"),
         ({"strategy": "tpu"}, r"strategy must be one of auto, default, mirrored, multi_worker"),
-        ({"precision": "float16"}, r"precision must be one of float32, mixed_float16, mixed_bfloat16"),
+        ({"precision": "float16"}, r"precision must be one of auto, float32, mixed_float16, mixed_bfloat16"),
         ({"data": "cifar10"}, r"data 'cifar10' is neither a known dataset \(mnist, fashion_mnist\)"),
         ({"data": ""}, r"data must be one of mnist, fashion_mnist or a path"),
     ],
@@ -86,3 +86,35 @@ def test_every_field_has_group_and_help():
     for name in TrainConfig.__dataclass_fields__:
         assert field_group(name) in GROUPS, name
         assert field_help(name).endswith("."), name
+
+
+def test_jit_compile_default_off():
+    assert TrainConfig().jit_compile is False
+    assert TrainConfig.from_json(TrainConfig(jit_compile=True).to_json()).jit_compile is True
+
+
+def test_missing_jit_compile_loads_off(tmp_path):
+    values = TrainConfig().to_dict()
+    del values["jit_compile"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"version": "0.1.0", **values}))
+    assert TrainConfig.load(path).jit_compile is False
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None])
+def test_jit_compile_rejects_non_bool(value):
+    with pytest.raises(ConfigError, match=r"jit_compile must be true or false"):
+        TrainConfig(jit_compile=value).validate()
+    with pytest.raises(ConfigError, match=r"jit_compile must be true or false, got"):
+        TrainConfig.from_dict({"jit_compile": value})
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], None), (["--jit-compile"], True), (["--no-jit-compile"], False)],
+)
+def test_jit_compile_cli_flag(flags, expected):
+    from gan import cli
+
+    args = cli.build_parser().parse_args(["train", "--run-dir", "runs/x", *flags])
+    assert args.jit_compile is expected

@@ -188,7 +188,7 @@ def make_run(runs_dir, name, status=None, **config):
 
 def test_runs_frame_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(dashboard, "DEMO_RUN_DIR", tmp_path / "no-demo-run")
-    make_run(tmp_path, "new-run", model="conditional")
+    make_run(tmp_path, "new-run", model="conditional", precision="mixed_bfloat16", jit_compile=True)
     make_run(
         tmp_path,
         "done",
@@ -200,9 +200,11 @@ def test_runs_frame_rows(tmp_path, monkeypatch):
             "total_steps": 30,
             "images_per_second": 812.4,
         },
+        precision="float32",
     )
     frame = dashboard.runs_frame(dashboard.dashboard_runs(tmp_path))
-    assert list(frame.columns) == ["run", "state", "epoch", "step", "images/s", "ETA", "model", "data"]
+    columns = ["run", "state", "epoch", "step", "images/s", "ETA", "model", "data"]
+    assert list(frame.columns) == [*columns, "precision", "jit_compile"]
     rows = frame.set_index("run")
     assert rows.loc["new-run", "state"] == "new"
     assert rows.loc["new-run", "model"] == "conditional"
@@ -211,6 +213,29 @@ def test_runs_frame_rows(tmp_path, monkeypatch):
     assert rows.loc["done", "images/s"] == "812"
     assert rows.loc["new-run", "images/s"] == ""
     assert rows.loc["done", "ETA"] == ""
+    assert rows.loc["new-run", "precision"] == "mixed_bfloat16"
+    assert rows.loc["new-run", "jit_compile"] == "on"
+    assert rows.loc["done", "precision"] == "float32"
+    assert rows.loc["done", "jit_compile"] == "off"
+
+
+def test_run_devices_text():
+    status = {
+        "devices": ["/physical_device:CPU:0", "/device:CPU:0", "/device:CPU:1"],
+        "replica_devices": ["/job:localhost/replica:0/task:0/device:CPU:0"],
+    }
+    text = dashboard.run_devices_text("r1", status)
+    assert text == (
+        "Run r1: its trainer's TensorFlow saw /physical_device:CPU:0, /device:CPU:0, /device:CPU:1. "
+        "Its strategy's 1 replica(s) used /job:localhost/replica:0/task:0/device:CPU:0."
+    )
+    without_replicas = dashboard.run_devices_text("r1", {"devices": ["/physical_device:CPU:0"]})
+    assert without_replicas == "Run r1: its trainer's TensorFlow saw /physical_device:CPU:0."
+
+
+@pytest.mark.parametrize("status", [{"state": "finished"}, {"devices": []}, {"devices": "CPU"}])
+def test_run_devices_text_without_list(status):
+    assert dashboard.run_devices_text("old", status).startswith("Run old: its status.json lists no devices.")
 
 
 def test_dashboard_runs_add_shipped_demo_run(tmp_path, monkeypatch):

@@ -593,3 +593,11 @@ def test_dataset_invalid_arguments_raise(digits):
 )
 def test_steps_per_epoch_rounds_up(num_images, batch_size, expected):
     assert steps_per_epoch(num_images, batch_size) == expected
+
+
+def test_dataset_runs_without_the_autotuner():
+    """The autotuner's thread can hold up the end of an epoch, so the pipeline is fixed-size."""
+    images = np.zeros((10, 28, 28), dtype=np.uint8)
+    dataset = make_dataset(images, None, batch_size=4, seed=0, epoch=0)
+    assert dataset.options().autotune.enabled is False
+    assert [len(batch) for batch in dataset] == [4, 4, 2]

@@ -94,6 +94,47 @@ def test_train_step_updates_both_networks_once(real_batch):
     )
 
 
+def test_train_step_forward_passes(real_batch):
+    """G runs once and D twice (real and fake batch) per step, and one noise batch is drawn."""
+    gan = _gan()
+    images, _ = real_batch
+    calls = {"generator": 0, "discriminator": 0}
+    for name in calls:
+        network = getattr(gan, name)
+        original = network.call
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        network.call = counting
+    state_before = gan.seed_generator.state.numpy().copy()
+    gan.train_step(tf.constant(images))
+    assert calls == {"generator": 1, "discriminator": 2}
+    reference = _gan()
+    reference.seed_generator.state.assign(state_before)
+    reference._noise(4)
+    assert np.array_equal(gan.seed_generator.state.numpy(), reference.seed_generator.state.numpy())
+
+
+def test_generator_gradient_uses_discriminator_before_the_step(real_batch):
+    """The generator's update is computed against D as it was before D's update of the same step."""
+    images, _ = real_batch
+    gan, twin = _gan(seed=5), _gan(seed=5)
+    for source, target in ((gan.generator, twin.generator), (gan.discriminator, twin.discriminator)):
+        target.set_weights(source.get_weights())
+    gan.train_step(tf.constant(images))
+    # The twin makes the same fakes from the same noise and takes G's gradient against the old D.
+    noise = twin._noise(len(images))
+    with tf.GradientTape() as tape:
+        fakes = twin.generator(noise, training=True)
+        loss = twin._mean_loss(tf.ones((len(images), 1)), twin.discriminator(fakes, training=True))
+    gradients = tape.gradient(loss, twin.generator.trainable_variables)
+    twin.g_optimizer.apply_gradients(zip(gradients, twin.generator.trainable_variables, strict=True))
+    for ours, expected in zip(gan.generator.trainable_weights, twin.generator.trainable_weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_fit_averages_metrics_over_epoch(real_batch):
     images, labels = real_batch
     gan = _gan(num_classes=10)

@@ -185,6 +185,32 @@ def test_train_page_reports_device(runs_dir):
     assert any("GPU" in text for text in notices)
 
 
+def test_train_page_shows_run_devices(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "devices")
+    recorded = json.loads((run_dir / runs.STATUS_FILE).read_text())
+    assert recorded["devices"]
+
+    at = open_page("pages/train.py", run=str(run_dir))
+    captions = messages(at, "caption")
+    expected = f"Run devices: its trainer's TensorFlow saw {', '.join(recorded['devices'])}."
+    assert any(text.startswith(expected) for text in captions), captions
+    replicas = ", ".join(recorded["replica_devices"])
+    assert any(f"Its strategy's 1 replica(s) used {replicas}." in text for text in captions), captions
+
+
+def test_train_page_status_without_devices(runs_dir, trained_run):
+    run_dir = copy_run(trained_run, runs_dir, "old")
+    status = json.loads((run_dir / runs.STATUS_FILE).read_text())
+    for key in ("devices", "replica_devices"):
+        del status[key]
+    (run_dir / runs.STATUS_FILE).write_text(json.dumps(status))
+
+    at = open_page("pages/train.py", run=str(run_dir))
+    captions = messages(at, "caption")
+    assert any(text.startswith("Run old: its status.json lists no devices.") for text in captions), captions
+    assert any(metric.value == "finished" for metric in at.metric)
+
+
 # Train: the form -----------------------------------------------------------------------------
 
 
@@ -264,6 +290,23 @@ def test_train_form_launches_stops_and_resumes(runs_dir):
     rejected = messages(other_tab, "error")
     assert any("run live is already" in text for text in rejected), rejected
     stop_trainer(run_dir)
+
+
+def test_train_form_jit_compile_checkbox(runs_dir):
+    at = open_page("pages/train.py")
+    checkbox = at.checkbox(key="train_jit_compile")
+    assert checkbox.value is False
+    assert "meant for GPUs" in checkbox.help
+    assert "measured slower" in checkbox.help
+
+    checkbox.check()
+    submit_train_form(at, "xla", **{**FAST, "epochs": 1})
+    assert messages(at, "error") == []
+    config = json.loads((runs_dir / "xla" / runs.CONFIG_FILE).read_text())
+    assert config["jit_compile"] is True
+    table = at.dataframe[0].value
+    assert table.loc[table["run"] == "xla", "jit_compile"].tolist() == ["on"]
+    stop_trainer(runs_dir / "xla")
 
 
 def test_train_form_reports_all_errors_at_once(runs_dir):
