@@ -139,7 +139,8 @@ class TrainConfig:
         False,
         "optimisation",
         "Compile the train step with XLA (Keras compile(jit_compile=True)); meant for GPUs. On the "
-        "2-core AMD EPYC CPU of docs/benchmarks.md, training with XLA was measured slower than without.",
+        "2-core AMD EPYC CPU of docs/benchmarks.md, training with XLA was measured slower than without. "
+        "Only with one replica: a strategy with several replicas rejects it.",
     )
 
     # Checkpoints and samples

@@ -197,8 +197,14 @@ def run_devices_text(name: str, status: Mapping[str, Any]) -> str:
         )
     text = f"Run {name}: its trainer's TensorFlow saw {', '.join(map(str, listed))}."
     replicas = status.get("replica_devices")
+    count = status.get("replicas")
     if isinstance(replicas, list) and replicas:
-        text += f" Its strategy's {len(replicas)} replica(s) used {', '.join(map(str, replicas))}."
+        used = ", ".join(map(str, replicas))
+        if isinstance(count, int) and count > len(replicas):
+            # A multi-worker chief lists its own devices; the other workers hold the other replicas.
+            text += f" Its strategy has {count} replicas over all workers; the chief's used {used}."
+        else:
+            text += f" Its strategy's {len(replicas)} replica(s) used {used}."
     return text
 
 

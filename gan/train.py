@@ -312,6 +312,7 @@ class Trainer:
         self.epochs_columns = runs.EPOCHS_COLUMNS
         self.devices: list[str] = []  # every device visible to TensorFlow, shown in status.json
         self.replica_devices: list[str] = []  # the devices of the strategy's replicas
+        self.num_replicas = 1  # replicas of the strategy over all workers, shown in status.json
 
     @property
     def writes_run_folder(self) -> bool:
@@ -476,6 +477,8 @@ class Trainer:
             strategy.num_replicas_in_sync,
             ", ".join(self.replica_devices),
         )
+        self.num_replicas = strategy.num_replicas_in_sync
+        self._check_last_batch(strategy)
         if config.jit_compile and strategy.num_replicas_in_sync > 1:
             # Keras compiles the whole distributed step as one XLA function, and XLA cannot reach the
             # variables that other replicas hold on their own devices (TensorFlow 2.21).
@@ -485,6 +488,23 @@ class Trainer:
                 "Train a new run with jit_compile off, or with strategy default."
             )
         return strategy
+
+    def _check_last_batch(self, strategy: tf.distribute.Strategy) -> None:
+        """Reject a last batch that would leave a replica of a one-machine strategy without images.
+
+        Such a step fails inside TensorFlow only when it comes, at the end of
+        the first epoch. A multi-worker run drops that batch instead.
+        """
+        replicas = strategy.num_replicas_in_sync
+        remainder = len(self.images) % self.config.batch_size
+        if self.drop_remainder or replicas < 2 or not 0 < remainder < replicas:
+            return
+        raise ConfigError(
+            f"the last batch of every epoch would hold {remainder} of {len(self.images)} images, fewer "
+            f"than the {replicas} replicas of strategy {self.config.strategy}, and a replica without "
+            f"images fails its step. Train a new run whose max_images leaves no remainder (a multiple of "
+            f"batch_size {self.config.batch_size}) or a remainder of at least {replicas}."
+        )
 
     def _setup_quality(self) -> None:
         """Pick the classifier that scores samples, and the columns of epochs.csv rows."""
@@ -631,6 +651,7 @@ class Trainer:
             "alerts": self.alerts,
             "devices": self.devices,
             "replica_devices": self.replica_devices,
+            "replicas": self.num_replicas,
         }
         if self.writes_run_folder:
             runs.write_status(self.run_dir, status)

@@ -233,6 +233,19 @@ def test_run_devices_text():
     assert without_replicas == "Run r1: its trainer's TensorFlow saw /physical_device:CPU:0."
 
 
+def test_run_devices_text_multi_worker():
+    """A multi-worker chief lists only its own replica devices, so the count comes from ``replicas``."""
+    status = {
+        "devices": ["/physical_device:CPU:0"],
+        "replica_devices": ["/job:worker/replica:0/task:0/device:CPU:0"],
+        "replicas": 2,
+    }
+    assert dashboard.run_devices_text("mw", status) == (
+        "Run mw: its trainer's TensorFlow saw /physical_device:CPU:0. Its strategy has 2 replicas over all "
+        "workers; the chief's used /job:worker/replica:0/task:0/device:CPU:0."
+    )
+
+
 @pytest.mark.parametrize("status", [{"state": "finished"}, {"devices": []}, {"devices": "CPU"}])
 def test_run_devices_text_without_list(status):
     assert dashboard.run_devices_text("old", status).startswith("Run old: its status.json lists no devices.")

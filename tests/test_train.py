@@ -423,6 +423,10 @@ def stop_after_first_epoch(status):
 import signal
 print(train(sys.argv[3], on_progress=stop_after_first_epoch))
 print(train(sys.argv[3], resume=True))
+try:
+    train(sys.argv[4])
+except ConfigError as error:
+    print(f"ConfigError: {error}")
 """
 
 
@@ -447,9 +451,18 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, mnist_path):
         tmp_path / "mirrored-xla", tiny_config(strategy="mirrored", jit_compile=True, **settings)
     )
     resumed_dir = runs.create_run(tmp_path / "mirrored-resumed", tiny_config(strategy="mirrored", epochs=2))
+    # 257 images in batches of 32 leave a last batch of 1 image for 2 replicas.
+    uneven_dir = runs.create_run(
+        tmp_path / "mirrored-uneven", tiny_config(strategy="mirrored", max_images=257)
+    )
     env = {**os.environ, "GAN_MNIST_PATH": str(mnist_path), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, str(mirrored_dir), str(xla_dir), str(resumed_dir)],
+        [
+            sys.executable,
+            "-c",
+            MIRRORED_SCRIPT,
+            *(str(path) for path in (mirrored_dir, xla_dir, resumed_dir, uneven_dir)),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -457,11 +470,18 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, mnist_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-4] == "finished"
-    assert lines[-3].startswith("ConfigError: jit_compile cannot train with 2 replicas (strategy mirrored)")
+    assert lines[-5] == "finished"
+    assert lines[-4].startswith("ConfigError: jit_compile cannot train with 2 replicas (strategy mirrored)")
     assert runs.read_status(xla_dir)["state"] == "failed"
     # Stopped after epoch 1 and resumed from its checkpoint under the same strategy.
-    assert lines[-2:] == ["stopped", "finished"]
+    assert lines[-3:-1] == ["stopped", "finished"]
+    # The uneven last batch is refused before the first step, with the numbers and the fix.
+    assert lines[-1].startswith("ConfigError: the last batch of every epoch would hold 1 of 257 images")
+    assert "a multiple of batch_size 32" in lines[-1]
+    uneven = runs.read_status(uneven_dir)
+    assert uneven["state"] == "failed"
+    assert uneven.get("step", 0) == 0
+    assert checkpoints.list_checkpoints(uneven_dir / runs.CHECKPOINTS_DIR) == []
     resumed_log = (resumed_dir / runs.LOG_FILE).read_text()
     assert "resumed from ckpt-8: epoch 1, step 8" in resumed_log
     assert resumed_log.count("MirroredStrategy with 2 replica(s)") == 2
