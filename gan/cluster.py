@@ -177,14 +177,14 @@ def require_chief_for_launch(strategy: str, environ: Mapping[str, str] | None = 
     return cluster
 
 
-def check_batch_split(batch_size: int, parts: int, what: str) -> None:
+def check_batch_split(batch_size: int, parts: int, parts_name: str) -> None:
     """Raise ConfigError unless the global ``batch_size`` splits into ``parts`` equal batches.
 
-    ``what`` names the parts in the message, such as "replicas of this cluster".
+    ``parts_name`` names the parts in the message, such as "replicas of this cluster".
     """
     if batch_size % parts:
         example = max(parts, batch_size - batch_size % parts)
         raise ConfigError(
-            f"batch_size {batch_size} does not split evenly over the {parts} {what}. batch_size is the "
+            f"batch_size {batch_size} does not split evenly over the {parts} {parts_name}. batch_size is the "
             f"global batch of each step, so choose a multiple of {parts}, such as {example}, in a new run."
         )
