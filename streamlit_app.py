@@ -8,11 +8,17 @@ from pathlib import Path
 
 import streamlit as st
 
+from gan import dashboard
 from pages import _shared
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
 st.set_page_config(page_title="DCGAN digits", page_icon=":material/draw:", layout="wide")
+# Pages and their timed fragments import TensorFlow lazily from several threads, which
+# can break a first import, so the first script run of the server imports it here.
+if not dashboard.tensorflow_ready():
+    with st.spinner("Loading TensorFlow..."):
+        dashboard.import_tensorflow()
 page = st.navigation(
     [
         st.Page(PAGES_DIR / "train.py", title="Train", icon=":material/model_training:", default=True),

@@ -412,8 +412,8 @@ def measure_warm(report: Report, warmup: int, calls: int) -> None:
         )
     report.rows.append(
         Row(
-            f"- bare calls on batches of {generate.GENERATION_BATCH} vectors, as `make_grid` sends them, "
-            "median",
+            f"- bare eager calls on batches of {generate.GENERATION_BATCH} vectors, the chunks that "
+            "`make_grid` runs in one graph call, median",
             seconds_text(float(np.median(batches))),
         )
     )

@@ -166,7 +166,8 @@ def _add_train(commands) -> None:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run from its latest complete checkpoint: same step, epoch and optimizer state",
+        help="continue the run from its latest complete checkpoint: same step, epoch and optimizer state. "
+        "The saved config.json decides every setting; a setting flag must repeat its saved value",
     )
     train.add_argument(
         "--detach",
@@ -322,11 +323,11 @@ def cmd_train(args) -> int:
     if cluster is not None and not cluster.is_chief:
         _join_chief_run(args, overrides, cluster)
     elif args.resume:
-        if overrides or args.config:
+        if args.config:
             raise UsageError(
                 f"--resume continues the run with its saved config; remove {_flags(overrides, args.config)}."
             )
-        runs.load_config(run_dir)
+        _check_resume_flags(runs.load_config(run_dir), overrides)
     elif runs.is_run(run_dir):
         status = runs.read_status(run_dir)
         if status["state"] not in ("new", "starting"):
@@ -487,6 +488,20 @@ def _check_data(config: TrainConfig) -> None:
 
     dataset = data.load_images(config.data, max_images=config.max_images)
     config.validate(num_images=len(dataset.images))
+
+
+def _check_resume_flags(saved: TrainConfig, overrides: dict) -> None:
+    """Accept flags of a resume that repeat the saved config; raise UsageError naming those that differ."""
+    differing = {name: value for name, value in overrides.items() if getattr(saved, name) != value}
+    if differing:
+        details = "; ".join(
+            f"{_flags({name: value}, None)} differs from the saved {name}={getattr(saved, name)!r}"
+            for name, value in differing.items()
+        )
+        raise UsageError(
+            f"--resume continues the run with its saved config ({details}); remove "
+            f"{_flags(differing, None)}, or start a new --run-dir with the new settings."
+        )
 
 
 def _flags(overrides: dict, config_path) -> str:

@@ -59,10 +59,11 @@ def read_cluster(environ: Mapping[str, str] | None = None) -> Cluster:
     process that writes the run folder.
     """
     environ = os.environ if environ is None else environ
-    text = environ.get(TF_CONFIG_ENV, "")
-    if not text.strip():
+    text = environ.get(TF_CONFIG_ENV)
+    if text is None or not text.strip():
+        state = "is not set" if text is None else f"is empty ({text!r})"
         raise ClusterConfigError(
-            f"{TF_CONFIG_ENV} is not set, but strategy multi_worker reads the cluster from it. Set it in "
+            f"{TF_CONFIG_ENV} {state}, but strategy multi_worker reads the cluster from it. Set it in "
             f"the environment of each worker, for example {TF_CONFIG_ENV}='{EXAMPLE}' on worker 0 and "
             'the same with "index": 1 on worker 1.'
         )

@@ -7,11 +7,13 @@ and pretrained generator, the generator sources of the Generate page and the
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -609,6 +611,32 @@ def classifier_dataset(source: GeneratorSource) -> str | None:
     except InputError:
         return None
     return metrics.dataset_of_source(config.data)
+
+
+_TENSORFLOW_IMPORT_LOCK = threading.Lock()
+_tensorflow_ready = False
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow, then Keras, in one thread at a time; return once both are fully imported.
+
+    Two threads that import them for the first time at once can both wait on each
+    other's module locks, and Python's import system then returns to one of them a partially
+    initialised module ("cannot import name ... from partially initialized module"). A
+    Streamlit server runs each session's script and each timed fragment in its own
+    thread, so the app calls this before any page runs.
+    """
+    global _tensorflow_ready
+    with _TENSORFLOW_IMPORT_LOCK:
+        if not _tensorflow_ready:
+            for name in ("tensorflow", "keras"):
+                importlib.import_module(name)
+            _tensorflow_ready = True
+
+
+def tensorflow_ready() -> bool:
+    """Tell whether ``import_tensorflow`` has finished in this process."""
+    return _tensorflow_ready
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The app in a real browser: Debian's Chromium, driven by Playwright, against a local server."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -118,6 +119,22 @@ def _main_image_sources(page) -> list[str]:
     )
 
 
+def _loaded_image_sources(page, other_than: list[str] | None = None) -> list[str]:
+    """Wait for loaded images in the main area, the first not in ``other_than``; return their sources.
+
+    A caption can arrive before the browser has fetched the image above it, so the
+    sources are polled rather than read once.
+    """
+    deadline = time.monotonic() + PAGE_SECONDS
+    while True:
+        sources = _main_image_sources(page)
+        if sources and sources[0] not in (other_than or []):
+            return sources
+        if time.monotonic() > deadline:
+            return sources
+        page.wait_for_timeout(100)
+
+
 def test_three_pages_and_generated_grid(app, browser_page):
     page = browser_page
     page.goto(app.url)
@@ -137,7 +154,7 @@ def test_three_pages_and_generated_grid(app, browser_page):
 
     _open_page(page, "Generate")
     page.get_by_text("digits from seeds 0 to 63").wait_for()
-    first_sources = _main_image_sources(page)
+    first_sources = _loaded_image_sources(page)
     assert first_sources, "the generated grid is not shown"
     assert page.locator('[data-testid="stException"]').count() == 0
     assert _screenshot(page, "generate").stat().st_size > 0
@@ -146,16 +163,27 @@ def test_three_pages_and_generated_grid(app, browser_page):
     seed_input.fill("5")
     seed_input.press("Enter")
     page.get_by_text("digits from seeds 5 to 68").wait_for()
-    new_sources = _main_image_sources(page)
+    new_sources = _loaded_image_sources(page, other_than=first_sources)
     assert new_sources
     assert new_sources[0] != first_sources[0], "another seed shows the same grid"
     assert "seed=5" in page.url
     assert _screenshot(page, "generate-seed-5").stat().st_size > 0
 
     # The grid captioned with the classifier's predictions.
-    page.get_by_text("Show predicted class and confidence").click()
+    from playwright.sync_api import expect
+
+    # A rerun that replaces the checkbox as it is clicked can swallow the click, so an
+    # unchecked box is clicked again, up to three times.
+    checkbox = page.get_by_role("checkbox", name="Show predicted class and confidence")
+    for _ in range(3):
+        if checkbox.is_checked():
+            break
+        page.get_by_text("Show predicted class and confidence").click()
+        with contextlib.suppress(AssertionError):
+            expect(checkbox).to_be_checked(timeout=10_000)
+    expect(checkbox).to_be_checked()
     page.get_by_text("Predicted class and confidence of each digit").wait_for()
-    captioned_sources = _main_image_sources(page)
+    captioned_sources = _loaded_image_sources(page, other_than=new_sources)
     assert captioned_sources
     assert captioned_sources[0] != new_sources[0], "the grid shows no predictions"
     assert page.locator('[data-testid="stException"]').count() == 0

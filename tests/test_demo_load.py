@@ -81,7 +81,8 @@ class SpyGenerator:
     """A Keras generator that records the number of latent vectors of every run.
 
     Generation runs a generator through its compiled call (``generate._compiled_call``),
-    which the ``spied_runs`` fixture wraps so that each run of the graph is recorded.
+    which the ``spied_runs`` fixture wraps so that each generator run inside the graph
+    (one per chunk of the stacked latents) is recorded.
     """
 
     def __init__(self, model):
@@ -92,13 +93,15 @@ class SpyGenerator:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def record(self, inputs) -> None:
-        latents = inputs[0] if isinstance(inputs, list) else inputs
+    def record(self, latents) -> None:
+        """Record one generator run per chunk of the stacked latents (chunks, batch, latent_dim)."""
+        chunks, batch = np.shape(latents)[:2]
         with self._lock:
-            self.batch_sizes.append(int(np.shape(latents)[0]))
+            self.batch_sizes.extend([int(batch)] * int(chunks))
 
     def __call__(self, inputs, training=False):
-        self.record(inputs)
+        latents = inputs[0] if isinstance(inputs, list) else inputs
+        self.record(np.expand_dims(latents, 0))
         return self._model(inputs, training=training)
 
 
@@ -112,9 +115,9 @@ def spied_runs(monkeypatch):
             return original(generator)
         call = original(generator._model)
 
-        def recorded(inputs):
-            generator.record(inputs)
-            return call(inputs)
+        def recorded(latents, *labels):
+            generator.record(latents)
+            return call(latents, *labels)
 
         return recorded
 

@@ -85,6 +85,21 @@ def test_classifier_features_layer():
     assert model.get_layer(classifier.FEATURES_LAYER).units == classifier.FEATURE_DIM
 
 
+def test_classify_equals_eager_calls(mnist_test_split):
+    """The compiled call gives the eager model's outputs bit for bit, the partial last batch included."""
+    digits, _, _ = mnist_test_split
+    images = digits.images[: classifier.PREDICT_BATCH + 7]
+    model = classifier.load_classifier("mnist")
+    features, probabilities = classifier.classify(model, images)
+    pixels = classifier.as_model_input(images)
+    eager = [model(pixels[start : start + classifier.PREDICT_BATCH], training=False) for start in (0, 500)]
+    assert features.shape == (len(images), classifier.FEATURE_DIM)
+    assert np.array_equal(features, np.concatenate([np.asarray(part[0], np.float64) for part in eager]))
+    assert np.array_equal(probabilities, np.concatenate([np.asarray(part[1], np.float64) for part in eager]))
+    # Batches of 500 and of 7 images ran through one trace.
+    assert classifier._compiled_call(model).experimental_get_tracing_count() == 1
+
+
 def test_unknown_dataset_classifier_raises():
     with pytest.raises(InputError, match="No classifier is shipped for dataset 'cifar10'"):
         classifier.load_classifier("cifar10")

@@ -103,6 +103,43 @@ def test_compiled_call_matches_eager_pixels(generator):
     assert np.array_equal(compiled, generate.to_uint8(eager))
 
 
+def eager_chunks(generator, latents, labels=None):
+    """The pixels of one eager call per chunk of GENERATION_BATCH vectors, zero-padded as generation pads."""
+    images = []
+    for start in range(0, len(latents), GENERATION_BATCH):
+        chunk = latents[start : start + GENERATION_BATCH]
+        padded = np.zeros((GENERATION_BATCH, latents.shape[1]), np.float32)
+        padded[: len(chunk)] = chunk
+        inputs = padded
+        if labels is not None:
+            padded_labels = np.zeros(GENERATION_BATCH, np.int32)
+            padded_labels[: len(chunk)] = labels[start : start + GENERATION_BATCH]
+            inputs = [padded, padded_labels]
+        images.append(np.asarray(generator(inputs, training=False))[: len(chunk), ..., 0])
+    return generate.to_uint8(np.concatenate(images))
+
+
+def test_one_compiled_call_runs_every_chunk(generator):
+    """Several chunks in one graph call give the pixels of one eager call per chunk, from one trace."""
+    latents = latent_vectors(range(2 * GENERATION_BATCH + 5), 16)
+    images = generate.images_from_latents(generator, latents)
+    assert images.shape == (len(latents), 28, 28)
+    assert np.array_equal(images, eager_chunks(generator, latents))
+    generate.images_from_latents(generator, latents[:3])
+    assert generate._compiled_call(generator).experimental_get_tracing_count() == 1
+
+
+def test_one_compiled_call_runs_every_conditional_chunk(conditional_generator):
+    latents = latent_vectors(range(GENERATION_BATCH + 9), 16)
+    labels = np.arange(len(latents)) % 10
+    images = generate.images_from_latents(conditional_generator, latents, labels)
+    assert np.array_equal(images, eager_chunks(conditional_generator, latents, labels))
+    # The labels reach the generator: other labels give other digits.
+    assert not np.array_equal(
+        images, generate.images_from_latents(conditional_generator, latents, (labels + 1) % 10)
+    )
+
+
 def test_compiled_call_cached_per_generator(generator):
     first = generate._compiled_call(generator)
     assert generate._compiled_call(generator) is first

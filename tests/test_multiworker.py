@@ -342,7 +342,8 @@ def test_train_page_checks_tf_config(runs_dir, monkeypatch, value, message):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("  ", "TF_CONFIG is not set"),
+        ("  ", "TF_CONFIG is empty ('  ')"),
+        ("", "TF_CONFIG is empty ('')"),
         ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}}', "cluster has the job(s) 'ps'"),
         ('{"cluster": {"worker": ["a:1", "a"]}}', 'cluster.worker[1] must be "host:port"'),
         ('{"cluster": {"worker": ["a:1", "a:70000"]}}', "with a port from 1 to 65535, got 'a:70000'"),

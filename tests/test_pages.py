@@ -179,6 +179,26 @@ def test_page_without_runs_says_next_step(runs_dir, page, hint):
     assert any(hint in text for text in messages(at, "info")), messages(at, "info")
 
 
+def test_app_imports_tensorflow_before_page(runs_dir, monkeypatch):
+    """The first script run imports TensorFlow under the lock before the page runs; later runs skip it."""
+    calls = []
+    original = dashboard.import_tensorflow
+
+    def recorded():
+        calls.append(dashboard.tensorflow_ready())
+        original()
+
+    monkeypatch.setattr(dashboard, "_tensorflow_ready", False)
+    monkeypatch.setattr(dashboard, "import_tensorflow", recorded)
+    at = open_page("pages/losses.py")
+    assert not at.exception
+    assert calls == [False]
+    assert dashboard.tensorflow_ready()
+
+    at.run()
+    assert calls == [False]
+
+
 def test_train_page_reports_device(runs_dir):
     at = open_page("pages/train.py")
     notices = messages(at, "info") + messages(at, "caption")

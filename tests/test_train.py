@@ -333,7 +333,22 @@ def test_cli_jit_compile_flag(tmp_path, mnist_path):
         timeout=60,
     )
     assert result.returncode == 2
-    assert "--resume continues the run with its saved config; remove --no-jit-compile" in result.stderr
+    assert (
+        "--resume continues the run with its saved config (--no-jit-compile differs from the saved "
+        "jit_compile=True); remove --no-jit-compile" in result.stderr
+    )
+
+    # Flags that repeat the saved settings are accepted.
+    result = subprocess.run(
+        [*command, "--resume", "--jit-compile", "--batch-size", "32"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run_dir / runs.CONFIG_FILE).read_text())["jit_compile"] is True
 
 
 def test_config_without_jit_compile_resumes_off(tmp_path):
