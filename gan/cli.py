@@ -698,7 +698,8 @@ def cmd_generate(args) -> int:
     if args.npz:
         args.npz.parent.mkdir(parents=True, exist_ok=True)
         args.npz.write_bytes(generate.npz_bytes(result.images, result.seeds, result.labels))
-    print(f"wrote {len(result.images)} digits to {args.output}")
+    count = len(result.images)
+    print(f"wrote {count} digit{'' if count == 1 else 's'} to {args.output}")
     return EXIT_OK
 
 

@@ -284,3 +284,17 @@ def test_generator_file_errors(tmp_path):
     other.write_bytes(b"")
     with pytest.raises(InputError, match=r"must end in .keras"):
         load_generator_file(other)
+
+
+@pytest.mark.parametrize(("count", "noun"), [(1, "digit"), (2, "digits")])
+def test_cli_generate_reports_count(generator, tmp_path, capsys, count, noun):
+    from gan import cli
+
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    output = tmp_path / "grid.png"
+    assert (
+        cli.main(["generate", "--generator", str(path), "--count", str(count), "--output", str(output)]) == 0
+    )
+    assert f"wrote {count} {noun} to {output}" in capsys.readouterr().out
+    assert output.stat().st_size > 0
