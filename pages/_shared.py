@@ -121,7 +121,7 @@ def run_through_app() -> None:
     # NOTE: PagesManager.uses_pages_directory is a Streamlit internal (checked
     # with Streamlit 1.67). st.navigation clears it too, for the whole process.
     # So when two sessions open deep links on a fresh server, the second one can
-    # find it cleared and render this page alone; a reload fixes that session.
+    # find it cleared and render this page alone. A reload fixes that session.
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
